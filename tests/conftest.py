@@ -1,0 +1,34 @@
+"""Shared fixtures: a real Spark standalone cluster and a SparkContext on it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.spark_standalone import StandaloneCluster, spark_conf  # noqa: E402
+
+EXECUTORS = 3
+
+
+@pytest.fixture(scope="session")
+def standalone():
+    cluster = StandaloneCluster(workers=EXECUTORS).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sc(standalone):
+    from pyspark import SparkConf, SparkContext
+
+    conf = SparkConf().setAppName("tfos-tests").setAll(list(spark_conf(standalone.master_url, EXECUTORS).items()))
+    context = SparkContext(conf=conf)
+    context.setLogLevel("WARN")
+    logging.getLogger("tfos").setLevel(logging.INFO)
+    yield context
+    context.stop()

@@ -1,0 +1,326 @@
+"""The driver-side TF cluster: start, monitor, feed, shut down."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from tfos.cluster import template
+from tfos.cluster.context import NodeContext
+from tfos.cluster.input_mode import InputMode
+from tfos.cluster.node import Node, NodeConfig, start_task
+from tfos.cluster.validation import ClusterConfigError, validate_arguments, validate_spark
+from tfos.reservation import protocol
+from tfos.reservation.server import FAILED, TERMINAL_STATES, NodeRecord, ReservationServer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHUTDOWN_TIMEOUT = 259200  # 3 days, as in TensorFlowOnSpark
+NODE_SILENCE_SECS = 30.0
+STOP_WAIT_SECS = 60.0
+
+# Lifecycle states of a TFCluster.
+STARTING, RUNNING, SHUTTING_DOWN, STOPPED, FAILED_STATE = "starting", "running", "shutting_down", "stopped", "failed"
+
+
+class NodeFailure(RuntimeError):
+    """A TF node raised or died. Names the node and carries its traceback and last log lines."""
+
+    def __init__(self, node: NodeRecord):
+        self.node_name = node.name
+        self.executor_id = node.executor_id
+        self.host = node.host
+        self.traceback = node.error or ""
+        self.log_tail = list(node.log_tail)
+        tail = "\n".join(self.log_tail[-20:])
+        super().__init__(
+            f"TF node {node.name} (executor {node.executor_id} on {node.host}) failed:\n{self.traceback}"
+            + (f"\n--- last log lines of {node.name} ---\n{tail}" if tail else "")
+        )
+
+
+def _driver_host(sc: Any) -> str:
+    conf = sc.getConf()
+    return (os.environ.get("TFOS_RESERVATION_HOST") or conf.get("spark.tfos.reservation.host", None)
+            or conf.get("spark.driver.host", None) or "127.0.0.1")
+
+
+def _default_fs(sc: Any) -> str:
+    try:
+        from tfos.io.paths import default_fs
+    except ImportError:  # pragma: no cover - tfos.io arrives with the HDFS work
+        return sc._jsc.hadoopConfiguration().get("fs.defaultFS")
+    return default_fs(sc)
+
+
+class TFCluster:
+    """A running TF cluster on Spark executors. Use ``tfos.run(...)`` to create one."""
+
+    def __init__(self, sc: Any, config: NodeConfig, server: ReservationServer, template_: template.ClusterTemplate,
+                 driver_ps_nodes: bool):
+        self.sc = sc
+        self.config = config
+        self.server = server
+        self.template = template_
+        self.driver_ps_nodes = driver_ps_nodes
+        self.cluster_id = config.cluster_id
+        self.input_mode = config.input_mode
+        self.state = STARTING
+        self.cluster_info: list[dict[str, Any]] = []
+        self.cluster_spec: dict[str, list[str]] = {}
+        self.tensorboard_url: str | None = None
+        self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
+        self._start_done = threading.Event()
+        self._monitor_stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # start ----------------------------------------------------------------------------------
+    @property
+    def start_group(self) -> str:
+        return f"tfos-{self.cluster_id}-start"
+
+    @property
+    def feed_group(self) -> str:
+        return f"tfos-{self.cluster_id}-feed"
+
+    def _launch(self) -> None:
+        offset = self.config_ps_on_driver()
+        spark_tasks = len(self.template) - offset
+        config = self.config
+
+        def start_partition(index: int, _rows: Any) -> Any:
+            start_task(config, index + offset)
+            return iter(())
+
+        def run_start_job() -> None:
+            try:
+                self.sc.setJobGroup(self.start_group, f"tfos cluster {self.cluster_id}: start TF nodes",
+                                    interruptOnCancel=True)
+                rdd = self.sc.parallelize(range(spark_tasks), spark_tasks)
+                rdd.barrier().mapPartitionsWithIndex(start_partition).collect()
+            except Exception as exc:  # noqa: BLE001 - surfaced through _fail
+                if self.state not in (SHUTTING_DOWN, STOPPED):
+                    self._fail(exc)
+            finally:
+                self._start_done.set()
+
+        if spark_tasks:
+            self._spawn(run_start_job, "tfos-start-job", inheritable=True)
+        else:
+            self._start_done.set()
+        for eid in range(offset):
+            self._spawn(lambda eid=eid: self._run_driver_node(eid), f"tfos-driver-ps-{eid}")
+
+    def config_ps_on_driver(self) -> int:
+        return len(self.template.executors_of(template.PS)) if self.driver_ps_nodes else 0
+
+    def _run_driver_node(self, executor_id: int) -> None:
+        try:
+            Node(self.config, executor_id).start()
+        except Exception as exc:  # noqa: BLE001 - surfaced through _fail
+            if self.state not in (SHUTTING_DOWN, STOPPED):
+                self._fail(exc)
+
+    def _spawn(self, target: Callable[[], None], name: str, inheritable: bool = False) -> None:
+        if inheritable:
+            from pyspark import InheritableThread
+
+            thread: threading.Thread = InheritableThread(target=target, name=name, daemon=True)
+        else:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _await_start(self) -> None:
+        self.cluster_info = self.server.await_reservations(self.config.reservation_timeout)
+        self.cluster_spec = template.cluster_spec(self.cluster_info)
+        self.tensorboard_url = next(
+            (f"http://{n['host']}:{n['tb_port']}" for n in self.cluster_info if n.get("tb_port")), None)
+        self.state = RUNNING
+        logger.info("TF cluster %s is up: %s", self.cluster_id, self.cluster_spec)
+        if self.tensorboard_url:
+            logger.info("TensorBoard running at: %s", self.tensorboard_url)
+        self._spawn(self._monitor, "tfos-monitor")
+
+    # monitoring -----------------------------------------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        with self._error_lock:
+            if self._error is not None:
+                return
+            self._error = exc
+        self.state = FAILED_STATE
+        logger.error("TF cluster %s failed: %s", self.cluster_id, exc)
+        self.server.abort(str(exc))
+        groups = [self.start_group] + ([self.feed_group] if self.input_mode == InputMode.SPARK else [])
+        for group in groups:
+            try:
+                self.sc.cancelJobGroup(group)
+            except Exception:  # noqa: BLE001 - the SparkContext may be stopping
+                pass
+
+    def _monitor(self) -> None:
+        version = -1
+        interval = self.config.heartbeat_interval
+        while not self._monitor_stop.is_set():
+            version = self.server.wait_for_change(version, timeout=interval)
+            now = time.monotonic()
+            for node in self.server.nodes():
+                if node.state == FAILED:
+                    self._fail(NodeFailure(node))
+                    return
+                if node.state not in TERMINAL_STATES and now - node.last_seen > NODE_SILENCE_SECS:
+                    node.error = (f"no heartbeat for {now - node.last_seen:.0f}s: the TF process or its executor "
+                                  f"died (lost executor, OOM kill, SIGKILL); see the executor's logs")
+                    self._fail(NodeFailure(node))
+                    return
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # feeding (InputMode.SPARK) ----------------------------------------------------------------
+    def _require_spark_mode(self, what: str) -> None:
+        if self.input_mode != InputMode.SPARK:
+            raise ClusterConfigError(f"cluster.{what}() feeds Spark data and needs tfos.run(..., "
+                                     f"input_mode=InputMode.SPARK); this cluster reads its own data")
+        self._raise_if_failed()
+
+    def train(self, data: Any, num_epochs: int = 1, feed_timeout: float = 600, qname: str = "input") -> None:
+        """Feed ``data`` (an RDD, a DataFrame or a dict of named ones) to the workers for ``num_epochs``."""
+        self._require_spark_mode("train")
+        from tfos.feed import feed_job
+
+        try:
+            feed_job.train(self.sc, data, cluster_id=self.cluster_id, num_workers=self.num_trainers,
+                           num_epochs=num_epochs, feed_timeout=feed_timeout, qname=qname,
+                           job_group=self.feed_group)
+        except Exception:
+            self._raise_if_failed()
+            raise
+        self._raise_if_failed()
+
+    def inference(self, data: Any, feed_timeout: float = 600, qname: str = "input") -> Any:
+        """Run ``data`` through the workers; one output per input row, in order within each partition."""
+        self._require_spark_mode("inference")
+        from tfos.feed import feed_job
+
+        return feed_job.inference(self.sc, data, cluster_id=self.cluster_id, num_workers=self.num_trainers,
+                                  feed_timeout=feed_timeout, qname=qname, job_group=self.feed_group)
+
+    @property
+    def num_trainers(self) -> int:
+        return len(self.template.executors_of(template.CHIEF, template.MASTER, template.WORKER))
+
+    # shutdown -------------------------------------------------------------------------------
+    def _wait_for_trainers(self, timeout: float) -> None:
+        trainers = set(self.template.executors_of(template.CHIEF, template.MASTER, template.WORKER))
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        version = -1
+        while True:
+            self._raise_if_failed()
+            states = {n.executor_id: n for n in self.server.nodes()}
+            pending = [states[e] for e in trainers if states[e].state not in TERMINAL_STATES]
+            if not pending:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                names = ", ".join(f"{n.name} (executor {n.executor_id} on {n.host})" for n in pending)
+                raise TimeoutError(f"shutdown timed out after {timeout}s waiting for {names} to finish main_fun; "
+                                   f"raise shutdown(timeout=...) or check those nodes' logs")
+            left = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
+            version = self.server.wait_for_change(version, timeout=left)
+
+    def shutdown(self, ssc: Any = None, grace_secs: float = 0, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+        """Wait for the chief and workers to finish, stop parameter servers and evaluators, and return.
+
+        Raises the first node failure (``NodeFailure``) or a ``TimeoutError`` after ``timeout``
+        seconds (-1: no limit); either way every node is asked to stop first.
+        """
+        if self.state == STOPPED:
+            return
+        try:
+            if ssc is not None:
+                ssc.stop(stopSparkContext=False, stopGraceFully=True)
+            if self.input_mode == InputMode.SPARK and self._error is None:
+                from tfos.feed import feed_job
+
+                feed_job.end_feed(self.sc, cluster_id=self.cluster_id, num_workers=self.num_trainers,
+                                  job_group=self.feed_group)
+            self._wait_for_trainers(timeout)
+            if grace_secs > 0:
+                time.sleep(grace_secs)
+            self._raise_if_failed()
+        finally:
+            self.state = SHUTTING_DOWN if self._error is None else self.state
+            self._stop_nodes()
+        self._raise_if_failed()
+        self.state = STOPPED
+        logger.info("TF cluster %s shut down", self.cluster_id)
+
+    def _stop_nodes(self) -> None:
+        self.server.request_stop()
+        if not self._start_done.wait(STOP_WAIT_SECS):
+            logger.warning("start tasks did not end %ss after stop; cancelling them", STOP_WAIT_SECS)
+            self.sc.cancelJobGroup(self.start_group)
+        self._monitor_stop.set()
+        self.server.close()
+
+    def __enter__(self) -> TFCluster:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.shutdown()
+        elif self.state != STOPPED:
+            self._stop_nodes()
+            self.state = STOPPED
+
+
+def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_executors: int, num_ps: int = 0,
+        tensorboard: bool = False, input_mode: int = InputMode.TENSORFLOW, log_dir: str | None = None,
+        driver_ps_nodes: bool = False, master_node: str | None = None, reservation_timeout: float = 600,
+        queues: Any = None, eval_node: bool = False, release_port: bool = True) -> TFCluster:
+    """Start a TF cluster of ``num_executors`` nodes on the Spark application of ``sc``.
+
+    Roles are assigned in order: ``num_ps`` parameter servers, then ``master_node`` ('chief'
+    or 'master') when given, one evaluator when ``eval_node``, the rest workers. Each node
+    runs ``main_fun(tf_args, ctx)`` in its own TF process with TF_CONFIG set. Returns once
+    every node registered; call ``shutdown()`` (or use ``with``) to wait for the end.
+    """
+    validate_arguments(main_fun, num_executors, num_ps, reservation_timeout)
+    input_mode = InputMode.validate(input_mode)
+    try:
+        template_ = template.ClusterTemplate.build(num_executors, num_ps, master_node, eval_node)
+    except ValueError as exc:
+        raise ClusterConfigError(str(exc)) from None
+    if queues is not None:
+        logger.info("run(queues=...) is accepted for TensorFlowOnSpark compatibility and not needed by tfos")
+    spark_tasks = num_executors - (num_ps if driver_ps_nodes else 0)
+    if spark_tasks:
+        validate_spark(sc, spark_tasks, wait_secs=min(float(reservation_timeout), 60.0))
+    server = ReservationServer(num_executors, protocol.new_secret(), host=_driver_host(sc))
+    address = server.start()
+    config = NodeConfig(
+        cluster_id=uuid.uuid4().hex[:12], secret=server.secret, server_address=address,
+        roles=template_.roles, main_fun=main_fun, tf_args=tf_args, input_mode=input_mode,
+        default_fs=_default_fs(sc), working_dir=os.getcwd(), reservation_timeout=float(reservation_timeout),
+        tensorboard=tensorboard, log_dir=log_dir, release_port=release_port,
+    )
+    cluster = TFCluster(sc, config, server, template_, driver_ps_nodes)
+    logger.info("starting TF cluster %s: %s", config.cluster_id,
+                ", ".join(f"executor {i}={job}:{idx}" for i, (job, idx) in enumerate(template_.roles)))
+    cluster._launch()
+    try:
+        cluster._await_start()
+    except Exception:
+        cluster._stop_nodes()
+        cluster.state = FAILED_STATE
+        if cluster._error is not None:
+            raise cluster._error from None
+        raise
+    return cluster

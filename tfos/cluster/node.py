@@ -1,0 +1,198 @@
+"""Executor side of a cluster start: reserve a port, register, start and supervise the TF process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tfos.cluster import template
+from tfos.cluster.context import NodeContext
+from tfos.cluster.input_mode import InputMode
+from tfos.cluster.node_logging import NodeLogAdapter
+from tfos.reservation.client import ReservationClient
+from tfos.reservation.server import FAILED
+
+logger = logging.getLogger(__name__)
+
+PAYLOAD_FILE = "payload.pkl"
+
+
+class NodeStartError(RuntimeError):
+    """A node could not start, or its TF process failed; the message names the node."""
+
+
+@dataclass
+class NodeConfig:
+    """Everything a start task needs, shipped to executors in the Spark closure (never broadcast)."""
+
+    cluster_id: str
+    secret: bytes = field(repr=False)
+    server_address: tuple[str, int]
+    roles: tuple[tuple[str, int], ...]
+    main_fun: Callable[[Any, NodeContext], Any]
+    tf_args: Any
+    input_mode: int
+    default_fs: str
+    working_dir: str
+    reservation_timeout: float = 600.0
+    tensorboard: bool = False
+    log_dir: str | None = None
+    release_port: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+    heartbeat_interval: float = 2.0
+
+    def tensorboard_node(self) -> tuple[str, int]:
+        """TensorBoard runs on the chief/master, or on worker 0 when there is none."""
+        jobs = {job for job, _ in self.roles}
+        for chief in (template.CHIEF, template.MASTER):
+            if chief in jobs:
+                return chief, 0
+        return template.WORKER, 0
+
+
+@dataclass
+class PayloadForProcess:
+    """What the TF process unpickles from a private local file (written by its own node)."""
+
+    config: NodeConfig
+    ctx: NodeContext
+    tensorboard_port: int | None
+
+
+def outbound_ip(target: tuple[str, int]) -> str:
+    """The local address this host uses to reach ``target`` (the driver): what other nodes can dial."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(target)
+        return probe.getsockname()[0]
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
+    finally:
+        probe.close()
+
+
+def _reserve_port() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", 0))
+    sock.listen(1)
+    return sock
+
+
+class Node:
+    """One TF node on one executor: registration, TF process start and supervision."""
+
+    def __init__(self, config: NodeConfig, executor_id: int):
+        if not 0 <= executor_id < len(config.roles):
+            raise NodeStartError(f"executor id {executor_id} is outside the cluster's {len(config.roles)} nodes; "
+                                 "the start stage must have exactly num_executors partitions")
+        self.config = config
+        self.executor_id = executor_id
+        self.job_name, self.task_index = config.roles[executor_id]
+        self.name = f"{self.job_name}:{self.task_index}"
+        self.log = NodeLogAdapter(logger, {"node": self.name})
+        self.client = ReservationClient(config.server_address, config.secret)
+        self.process: subprocess.Popen | None = None
+
+    # ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Register, wait for the cluster spec, start the TF process; supervise it where required."""
+        cfg = self.config
+        host = outbound_ip(cfg.server_address)
+        port_sock = _reserve_port()
+        tb_sock = _reserve_port() if cfg.tensorboard and (self.job_name, self.task_index) == \
+            cfg.tensorboard_node() else None
+        tb_port = tb_sock.getsockname()[1] if tb_sock else None
+        port = port_sock.getsockname()[1]
+        node_dir = tempfile.mkdtemp(prefix=f"tfos-{cfg.cluster_id}-{self.executor_id}-")
+        feed_dir = os.path.join(node_dir, "feed")
+        os.makedirs(feed_dir, mode=0o700)
+        self.client.register({
+            "executor_id": self.executor_id, "host": host, "port": port, "job_name": self.job_name,
+            "task_index": self.task_index, "pid": os.getpid(), "tb_port": tb_port,
+            "hostname": socket.gethostname(), "node_dir": node_dir,
+        })
+        self.log.info("registered %s:%d; waiting for the other nodes", host, port)
+        nodes = self.client.await_spec(self.executor_id, cfg.reservation_timeout)
+        spec = template.cluster_spec(nodes)
+        num_workers, worker_num = template.worker_counts(spec, self.job_name, self.task_index)
+        tb_url = next((f"http://{n['host']}:{n['tb_port']}" for n in nodes if n.get("tb_port")), None)
+        ctx = NodeContext(
+            executor_id=self.executor_id, job_name=self.job_name, task_index=self.task_index,
+            cluster_spec=spec, num_workers=num_workers, worker_num=worker_num,
+            default_fs=cfg.default_fs, working_dir=cfg.working_dir, cluster_id=cfg.cluster_id,
+            input_mode=cfg.input_mode, feed_dir=feed_dir, tensorboard_url=tb_url, log_dir=cfg.log_dir,
+        )
+        pass_fds: tuple[int, ...] = ()
+        if cfg.release_port:
+            port_sock.close()
+        else:
+            ctx = replace(ctx, _port_fd=port_sock.fileno())
+            pass_fds = (port_sock.fileno(),)
+        if tb_sock is not None:
+            tb_sock.close()
+        env = self._process_env(spec)
+        payload = PayloadForProcess(cfg, ctx, tb_port)
+        payload_path = os.path.join(node_dir, PAYLOAD_FILE)
+        from pyspark import cloudpickle
+
+        fd = os.open(payload_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            cloudpickle.dump(payload, f)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tfos.cluster.tf_process", payload_path],
+            env=env, pass_fds=pass_fds, start_new_session=True, cwd=os.getcwd(),
+        )
+        if not cfg.release_port:
+            port_sock.close()
+        self.log.info("started TF process pid %d (TF_CONFIG task %s)", self.process.pid, self.name)
+
+        background = cfg.input_mode == InputMode.SPARK and self.job_name not in (template.PS, template.EVALUATOR)
+        if background:
+            from tfos.feed.registry import register_local_node
+
+            register_local_node(cfg.cluster_id, self.executor_id, self.job_name, self.task_index, feed_dir)
+            threading.Thread(target=self.supervise, name=f"tfos-supervise-{self.name}", daemon=True).start()
+        else:
+            self.supervise(raise_on_failure=True)
+
+    def _process_env(self, spec: dict[str, list[str]]) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.config.env)
+        env["TF_CONFIG"] = template.tf_config(spec, self.job_name, self.task_index)
+        env.setdefault("TF_USE_LEGACY_KERAS", "1")
+        env["PYTHONUNBUFFERED"] = "1"
+        env["TFOS_NODE"] = self.name
+        env["TFOS_SYS_PATH"] = os.pathsep.join(sys.path)
+        return env
+
+    def supervise(self, raise_on_failure: bool = False) -> None:
+        """Wait for the TF process; report an abnormal exit the process could not report itself."""
+        assert self.process is not None
+        code = self.process.wait()
+        if code == 0:
+            self.log.info("TF process exited normally")
+            return
+        reason = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        message = f"TF process of {self.name} (executor {self.executor_id}, pid {self.process.pid}) {reason}"
+        self.log.error(message)
+        try:
+            self.client.report(self.executor_id, FAILED, error=message)
+        except Exception as exc:  # noqa: BLE001 - the driver may already be gone; the task error carries it
+            self.log.warning("could not report the failure to the driver: %s", exc)
+        if raise_on_failure:
+            raise NodeStartError(message + "; see the driver's exception or this executor's stderr for the "
+                                 "node's traceback")
+
+
+def start_task(config: NodeConfig, partition: int) -> None:
+    """Entry point of one start task (one Spark partition = one executor = one node)."""
+    Node(config, partition).start()

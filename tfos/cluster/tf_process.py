@@ -1,0 +1,139 @@
+"""The TF process of one node: runs the user's ``main_fun(args, ctx)`` under supervision.
+
+Started by ``tfos.cluster.node`` as ``python -m tfos.cluster.tf_process PAYLOAD``. It reports
+its state to the driver (running, finished, failed with traceback and last log lines),
+sends heartbeats, and leaves as soon as the driver asks the cluster to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import traceback
+
+from tfos.cluster.node import PayloadForProcess
+from tfos.cluster.node_logging import LogTail, configure_process_logging
+from tfos.reservation.client import ReservationClient, ReservationError
+from tfos.reservation.server import FAILED, FINISHED, RUNNING, STOPPED
+
+logger = logging.getLogger("tfos.node")
+
+HEARTBEAT_MISSES_BEFORE_EXIT = 30
+STOP_POLL_SECS = 600.0
+
+
+class NodeProcess:
+    """Owns the threads and children of one TF process."""
+
+    def __init__(self, payload: PayloadForProcess, tail: LogTail):
+        self.payload = payload
+        self.ctx = payload.ctx
+        self.tail = tail
+        cfg = payload.config
+        self.reporter = ReservationClient(cfg.server_address, cfg.secret)
+        self.main_done = threading.Event()
+        self.stop_requested = threading.Event()
+        self.tensorboard: subprocess.Popen | None = None
+
+    def _heartbeats(self) -> None:
+        cfg = self.payload.config
+        client = ReservationClient(cfg.server_address, cfg.secret, timeout=10.0)
+        misses = 0
+        while not self.stop_requested.wait(cfg.heartbeat_interval):
+            try:
+                client.heartbeat(self.ctx.executor_id)
+                misses = 0
+            except ReservationError as exc:
+                misses += 1
+                if misses >= HEARTBEAT_MISSES_BEFORE_EXIT:
+                    logger.error("driver unreachable for %d heartbeats (%s); exiting so no TF process is "
+                                 "left behind", misses, exc)
+                    self._exit(3)
+
+    def _stop_watcher(self) -> None:
+        cfg = self.payload.config
+        client = ReservationClient(cfg.server_address, cfg.secret)
+        while True:
+            try:
+                if client.await_stop(self.ctx.executor_id, STOP_POLL_SECS):
+                    break
+            except ReservationError as exc:
+                logger.warning("lost the stop channel to the driver: %s", exc)
+                self.stop_requested.wait(cfg.heartbeat_interval)
+        self.stop_requested.set()
+        if not self.main_done.is_set():
+            logger.info("driver requested stop while main_fun was running; exiting")
+            self._report(STOPPED)
+            self._exit(0)
+
+    def _report(self, state: str, error: str | None = None) -> None:
+        try:
+            self.reporter.report(self.ctx.executor_id, state, error=error,
+                                 log_tail=self.tail.tail() if error else None)
+        except ReservationError as exc:
+            logger.warning("could not report state %s to the driver: %s", state, exc)
+
+    def _start_tensorboard(self) -> None:
+        port = self.payload.tensorboard_port
+        if port is None:
+            return
+        logdir = self.ctx.log_dir or os.path.join(self.ctx.working_dir or os.getcwd(), "tensorboard")
+        if "://" not in logdir or logdir.startswith("file://"):
+            os.makedirs(logdir.removeprefix("file://"), exist_ok=True)
+        self.tensorboard = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port), "--bind_all"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        logger.info("TensorBoard at %s (logdir %s)", self.ctx.tensorboard_url, logdir)
+
+    def _exit(self, code: int) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.terminate()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+
+    def run(self) -> None:
+        for target in (self._heartbeats, self._stop_watcher):
+            threading.Thread(target=target, name=f"tfos-{target.__name__.strip('_')}", daemon=True).start()
+        self._start_tensorboard()
+        self._report(RUNNING)
+        try:
+            self.payload.config.main_fun(self.payload.config.tf_args, self.ctx)
+        except BaseException:  # noqa: BLE001 - any failure of the user's code is reported, then exits
+            error = traceback.format_exc()
+            logger.error("main_fun raised:\n%s", error)
+            self.main_done.set()
+            self._report(FAILED, error=error)
+            self._exit(1)
+        self.main_done.set()
+        logger.info("main_fun finished")
+        self._report(FINISHED)
+        if self.tensorboard is not None:
+            logger.info("keeping TensorBoard up until the cluster shuts down")
+            self.stop_requested.wait()
+        self._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        sys.exit("usage: python -m tfos.cluster.tf_process PAYLOAD")
+    # The executor's import path first, so that main_fun's modules (--py-files) unpickle.
+    for entry in reversed(os.environ.get("TFOS_SYS_PATH", "").split(os.pathsep)):
+        if entry and entry not in sys.path:
+            sys.path.insert(0, entry)
+    from pyspark import cloudpickle
+
+    with open(argv[1], "rb") as f:
+        payload: PayloadForProcess = cloudpickle.load(f)
+    os.unlink(argv[1])
+    tail = configure_process_logging(os.environ.get("TFOS_NODE", "node"))
+    NodeProcess(payload, tail).run()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
