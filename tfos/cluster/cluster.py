@@ -218,8 +218,20 @@ class TFCluster:
         return len(self.template.executors_of(template.CHIEF, template.MASTER, template.WORKER))
 
     # shutdown -------------------------------------------------------------------------------
+    def awaited_nodes(self) -> set[int]:
+        """Executors whose main_fun must finish before shutdown stops the rest.
+
+        With parameter servers and a chief, the chief coordinates (ParameterServerStrategy,
+        or v1 between-graph training led by the chief) and workers may serve until stopped;
+        otherwise every chief/master and worker trains and is waited for.
+        """
+        chiefs = self.template.executors_of(template.CHIEF, template.MASTER)
+        if chiefs and self.template.executors_of(template.PS):
+            return set(chiefs)
+        return set(chiefs + self.template.executors_of(template.WORKER))
+
     def _wait_for_trainers(self, timeout: float) -> None:
-        trainers = set(self.template.executors_of(template.CHIEF, template.MASTER, template.WORKER))
+        trainers = self.awaited_nodes()
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         version = -1
         while True:
