@@ -5,7 +5,8 @@
 writes ``OUTPUT/train`` and ``OUTPUT/test`` (one file per partition). Paths without a
 scheme resolve against Spark's ``fs.defaultFS`` (HDFS on a Hadoop cluster, the local
 file system in local mode). TFRecords hold ``tf.train.Example`` records with an
-``image`` int64 list of 784 pixels and a ``label`` int64, as TensorFlowOnSpark's did.
+``image`` int64 list of 784 pixels and a ``label`` int64, as TensorFlowOnSpark's did;
+CSV lines are ``label,pixel0,...,pixel783``.
 """
 
 from __future__ import annotations
@@ -47,19 +48,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default="mnist", help="output directory (default FS), gets train/ and test/")
     p.add_argument("--format", choices=["tfr", "csv"], default="tfr")
     p.add_argument("--data_dir", default=DATA, help="directory holding the four MNIST IDX files")
-    p.add_argument("--num_partitions", type=int, default=10)
+    p.add_argument("--num_partitions", type=int, default=4)
     return p.parse_args(argv)
 
 
 def write_split(sc, images: np.ndarray, labels: np.ndarray, out_dir: str, fmt: str, partitions: int) -> int:
-    rows = sc.parallelize([(img.tolist(), int(lab)) for img, lab in zip(images, labels, strict=True)], partitions)
-    if fmt == "csv":
-        rows.map(lambda r: f"{r[1]}|{','.join(map(str, r[0]))}").saveAsTextFile(out_dir)
-    else:
-        from tfos.io.dataframe_tfrecord import write_rdd_examples
+    """Write one split, one file per partition; the pixels travel to the executors as raw chunks."""
+    from tfos.io.filesystem import FileSystem
 
-        write_rdd_examples(rows.map(lambda r: {"image": r[0], "label": [r[1]]}), out_dir)
-    return len(labels)
+    fs = FileSystem()
+    if fs.exists(out_dir):
+        fs.delete(out_dir, recursive=True)
+    chunks = [(images[i::partitions].tobytes(), labels[i::partitions].tobytes()) for i in range(partitions)]
+
+    def examples(chunk):
+        pixels = np.frombuffer(chunk[0], dtype=np.uint8).reshape(-1, 784)
+        return zip(pixels, np.frombuffer(chunk[1], dtype=np.uint8), strict=True)
+
+    def write_partition(index, part):
+        from tfos.io.example_codec import encode_example, int64_feature
+        from tfos.io.tfrecord import TFRecordWriter
+
+        count = 0
+        if fmt == "csv":
+            with FileSystem().atomic_writer(f"{out_dir}/part-{index:05d}.csv") as f:
+                for chunk in part:
+                    for image, label in examples(chunk):
+                        f.write((",".join(map(str, [int(label), *image.tolist()])) + "\n").encode())
+                        count += 1
+        else:
+            with TFRecordWriter(f"{out_dir}/part-r-{index:05d}") as writer:
+                for chunk in part:
+                    for image, label in examples(chunk):
+                        writer.write(encode_example({"image": int64_feature(image.astype(np.int64)),
+                                                     "label": int64_feature([int(label)])}))
+                        count += 1
+        yield count
+
+    written = sum(sc.parallelize(chunks, partitions).mapPartitionsWithIndex(write_partition).collect())
+    fs.write_bytes(f"{out_dir}/_SUCCESS", b"")
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from tfos.io.paths import absolute_path, default_fs
 
-    conf = SparkConf().setAppName("mnist_data_setup")
-    conf.setIfMissing("spark.master", "local[2]")
-    sc = SparkContext(conf=conf)
+    sc = SparkContext(conf=SparkConf().setAppName("mnist_data_setup").setIfMissing("spark.master", "local[2]"))
     output = absolute_path(args.output, default_fs(sc), os.getcwd())
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images, labels = read_idx(os.path.join(args.data_dir, f"{prefix}-images-idx3-ubyte.gz"),

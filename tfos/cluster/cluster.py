@@ -274,11 +274,12 @@ class TFCluster:
         self.state = STOPPED
         logger.info("TF cluster %s shut down", self.cluster_id)
 
-    def _stop_nodes(self) -> None:
+    def _stop_nodes(self, wait_secs: float = STOP_WAIT_SECS) -> None:
         self.server.request_stop()
-        if not self._start_done.wait(STOP_WAIT_SECS):
-            logger.warning("start tasks did not end %ss after stop; cancelling them", STOP_WAIT_SECS)
+        if not self._start_done.wait(wait_secs):
+            logger.warning("start tasks did not end %ss after stop; cancelling them", wait_secs)
             self.sc.cancelJobGroup(self.start_group)
+            self._start_done.wait(wait_secs)
         self._monitor_stop.set()
         self.server.close()
 
@@ -330,9 +331,11 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
     try:
         cluster._await_start()
     except Exception:
-        cluster._stop_nodes()
+        failure = cluster._error  # set when a start task failed first and woke the wait
+        cluster.state = SHUTTING_DOWN
+        cluster._stop_nodes(wait_secs=5.0)
         cluster.state = FAILED_STATE
-        if cluster._error is not None:
-            raise cluster._error from None
+        if failure is not None:
+            raise failure from None
         raise
     return cluster

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tfos.cluster import template
+from tfos.cluster import prefork, template
 from tfos.cluster.context import NodeContext
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node_logging import NodeLogAdapter
@@ -100,7 +100,7 @@ class Node:
         self.name = f"{self.job_name}:{self.task_index}"
         self.log = NodeLogAdapter(logger, {"node": self.name})
         self.client = ReservationClient(config.server_address, config.secret)
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | prefork.LaunchedProcess | None = None
 
     # ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,10 +147,13 @@ class Node:
         fd = os.open(payload_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             cloudpickle.dump(payload, f)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tfos.cluster.tf_process", payload_path],
-            env=env, pass_fds=pass_fds, start_new_session=True, cwd=os.getcwd(),
-        )
+        if prefork.enabled() and not pass_fds:
+            self.process = prefork.launch(payload_path, env, os.getcwd())
+        else:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tfos.cluster.tf_process", payload_path],
+                env=env, pass_fds=pass_fds, start_new_session=True, cwd=os.getcwd(),
+            )
         if not cfg.release_port:
             port_sock.close()
         self.log.info("started TF process pid %d (TF_CONFIG task %s)", self.process.pid, self.name)

@@ -1,0 +1,208 @@
+"""A warm launcher for TF processes: one long-lived process per executor that has already
+imported TensorFlow and forks a TF process per node on request.
+
+Importing TensorFlow takes seconds; a cluster started again on the same executors (a
+notebook, a hyper-parameter sweep, a test suite) should not pay it every time. The launcher
+listens on a Unix socket in a private (0700) directory, takes ``{payload, env, cwd}`` as
+JSON, forks (before any TF runtime is initialised, so the child starts clean: TF reads
+``TF_CONFIG`` and ``CUDA_VISIBLE_DEVICES`` at first use), and reports the child's pid and
+then its exit status on the same connection. It exits after ``IDLE_SECS`` without work.
+Set ``TFOS_PREFORK=0`` to start every TF process from scratch instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+IDLE_SECS = 300.0
+START_TIMEOUT_SECS = 180.0
+
+
+def enabled() -> bool:
+    return os.environ.get("TFOS_PREFORK", "1") != "0"
+
+
+def socket_path() -> str:
+    """Where this executor's launcher listens: keyed by interpreter, import path and tfos code (so an upgrade gets a fresh one)."""
+    import tfos
+
+    pkg = Path(tfos.__file__).parent
+    stamp = [sys.executable, os.pathsep.join(sys.path)]
+    stamp += [f"{p}:{p.stat().st_mtime_ns}" for p in sorted(pkg.rglob("*.py"))]
+    key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"tfos-prefork-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(base, 0o700)
+    return str(base / f"{key}.sock")
+
+
+class LaunchedProcess:
+    """A TF process forked by the launcher; ``wait()`` returns its exit status like ``Popen.wait``."""
+
+    def __init__(self, conn: socket.socket, pid: int):
+        self._conn = conn
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(None)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = self._conn.recv(4096)
+                if not chunk:
+                    raise RuntimeError(f"the TF process launcher went away while pid {self.pid} was running")
+                data += chunk
+            self.returncode = int(json.loads(data)["exit"])
+            self._conn.close()
+        return self.returncode
+
+
+def _connect(path: str) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        return conn
+    except OSError:
+        conn.close()
+        return None
+
+
+def launch(payload_path: str, env: dict[str, str], cwd: str) -> LaunchedProcess:
+    """Fork a TF process through this executor's launcher, starting the launcher if needed."""
+    path = socket_path()
+    conn = _connect(path)
+    if conn is None:
+        subprocess.Popen([sys.executable, "-m", "tfos.cluster.prefork", path], start_new_session=True,
+                         stdin=subprocess.DEVNULL, cwd=cwd, env=dict(os.environ, TFOS_SYS_PATH=env["TFOS_SYS_PATH"]))
+        deadline = time.monotonic() + START_TIMEOUT_SECS
+        while conn is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the TF process launcher did not listen on {path} within {START_TIMEOUT_SECS}s")
+            time.sleep(0.05)  # the launcher binds once TensorFlow is imported
+            conn = _connect(path)
+    conn.sendall(json.dumps({"payload": payload_path, "env": env, "cwd": cwd}).encode() + b"\n")
+    conn.settimeout(30)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise RuntimeError(f"the TF process launcher at {path} closed the connection before forking")
+        data += chunk
+    reply = json.loads(data)
+    if "error" in reply:
+        raise RuntimeError(f"the TF process launcher could not start the node: {reply['error']}")
+    return LaunchedProcess(conn, int(reply["pid"]))
+
+
+def _fork_child(conn: socket.socket, listener: socket.socket, request: dict) -> int:
+    """Fork the TF process from the launcher's main thread; returns its pid."""
+    from tfos.cluster import tf_process
+
+    pid = os.fork()
+    if pid == 0:  # the TF process
+        try:
+            conn.close()
+            listener.close()
+            os.setsid()
+            os.chdir(request["cwd"])
+            os.environ.clear()
+            os.environ.update(request["env"])
+            tf_process.main(["tf_process", request["payload"]])
+        finally:
+            os._exit(1)
+    return pid
+
+
+def _report_exit(conn: socket.socket, pid: int) -> None:
+    try:
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    except OSError:
+        pass
+    _, status = os.waitpid(pid, 0)
+    try:
+        conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+    except OSError:
+        pass
+    conn.close()
+
+
+def _read_request(conn: socket.socket) -> dict:
+    conn.settimeout(10)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("client closed before sending a request")
+        data += chunk
+    return json.loads(data)
+
+
+def serve(path: str) -> None:
+    """Launcher main loop: import TensorFlow once, then fork a TF process per request."""
+    for entry in reversed(os.environ.get("TFOS_SYS_PATH", "").split(os.pathsep)):
+        if entry and entry not in sys.path:
+            sys.path.insert(0, entry)
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow  # noqa: F401 - the point of this process: pay the import once
+    from pyspark import cloudpickle  # noqa: F401
+
+    from tfos.cluster import tf_process  # noqa: F401
+
+    tmp = f"{path}.{os.getpid()}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(tmp)
+    os.chmod(tmp, 0o600)
+    listener.listen(64)
+    os.replace(tmp, path)  # atomically visible only once ready
+    inode = os.stat(path).st_ino
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    last_work = time.monotonic()
+    active: list[threading.Thread] = []
+    while True:
+        active = [t for t in active if t.is_alive()]
+        if active:
+            last_work = time.monotonic()
+        if not active and time.monotonic() - last_work > IDLE_SECS:
+            break
+        if not sel.select(timeout=5.0):
+            continue
+        conn, _ = listener.accept()
+        try:
+            request = _read_request(conn)
+        except (OSError, ValueError) as exc:
+            logger.warning("prefork launcher: bad request: %s", exc)
+            conn.close()
+            continue
+        try:
+            pid = _fork_child(conn, listener, request)
+        except OSError as exc:
+            conn.sendall(json.dumps({"error": f"fork failed: {exc}"}).encode() + b"\n")
+            conn.close()
+            continue
+        thread = threading.Thread(target=_report_exit, args=(conn, pid), daemon=True)
+        thread.start()
+        active.append(thread)
+    try:
+        if os.stat(path).st_ino == inode:  # not replaced by a newer launcher
+            os.unlink(path)
+    except OSError:
+        pass
+    listener.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
