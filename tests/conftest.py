@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import pytest
 
@@ -29,6 +30,13 @@ def sc(standalone):
     conf = SparkConf().setAppName("tfos-tests").setAll(list(spark_conf(standalone.master_url, EXECUTORS).items()))
     context = SparkContext(conf=conf)
     context.setLogLevel("WARN")
+    tracker = context._jsc.sc().statusTracker()
+    deadline = time.monotonic() + 180
+    while len(tracker.getExecutorInfos()) - 1 < EXECUTORS:  # the driver is listed too
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(tracker.getExecutorInfos()) - 1} of {EXECUTORS} executors joined "
+                               f"{standalone.master_url} in 180s; Spark logs in {standalone.log_dir}")
+        time.sleep(0.2)
     logging.getLogger("tfos").setLevel(logging.INFO)
     yield context
     context.stop()

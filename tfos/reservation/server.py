@@ -83,11 +83,22 @@ class _Handler(socketserver.BaseRequestHandler):
         peer = f"{self.client_address[0]}:{self.client_address[1]}"
         while not owner.closed:
             try:
+                sock.settimeout(owner.idle_timeout)
+                if not sock.recv(1, socket.MSG_PEEK):  # idle between frames is fine; EOF ends the connection
+                    return
+            except TimeoutError:
+                logger.debug("reservation server: closing connection from %s idle for %ss", peer, owner.idle_timeout)
+                return
+            except OSError:
+                return
+            try:
                 msg = protocol.read_frame(sock, owner.secret, owner.read_timeout)
             except EOFError:
                 return
             except TimeoutError:
-                logger.warning("reservation server: closing idle or stalled connection from %s", peer)
+                owner.count_rejected()
+                logger.warning("reservation server: closing connection from %s that stalled mid-frame for %ss",
+                               peer, owner.read_timeout)
                 return
             except ProtocolError as exc:
                 owner.count_rejected()
@@ -121,14 +132,15 @@ class ReservationServer:
     """Collects one registration per expected TF node and serves the cluster's control messages."""
 
     def __init__(self, expected: int, secret: bytes, host: str = "127.0.0.1", port: int = 0,
-                 read_timeout: float = 30.0):
+                 read_timeout: float = 30.0, idle_timeout: float = 3600.0):
         if expected < 1:
             raise ValueError(f"expected must be >= 1, got {expected}")
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
         self.expected = expected
         self.secret = secret
-        self.read_timeout = read_timeout
+        self.read_timeout = read_timeout  # bound on receiving one whole frame once it has begun
+        self.idle_timeout = idle_timeout  # bound on silence between frames of a connection
         self._host, self._port = host, port
         self._cond = threading.Condition()
         self._nodes: dict[int, NodeRecord] = {}
