@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Install everything tfos needs on a fresh machine, idempotently: Java (for Spark and the
-# test HDFS), a virtual environment at .venv with the pinned, tested package set
+# Install everything tfos needs on a fresh machine, idempotently: Java and gcc (for Spark, the
+# test HDFS and libhdfs.so), a virtual environment at .venv with the pinned, tested package set
 # (constraints.txt), tfos itself (editable) with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { echo "[setup] $*"; }
 
-if ! command -v java >/dev/null 2>&1; then
-  log "java not found: installing OpenJDK 17 with apt-get"
+# Java runs Spark and the test HDFS; javac/jni.h and gcc build libhdfs.so for tensorflow-io and pyarrow.
+missing=()
+command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} with apt-get"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q openjdk-17-jre-headless
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 java -version 2>&1 | head -n 1
 
@@ -27,4 +31,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 log "installing the pinned package set (constraints.txt) and tfos[test,hdfs]"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,hdfs]"
+log "installing the test HDFS (Hadoop jars, libhdfs.so; cached in \${TFOS_CACHE:-~/.cache/tfos})"
+bash scripts/hdfs.sh install
 .venv/bin/python -c 'import tensorflow as tf, pyspark, tfos; print("[setup] TensorFlow", tf.__version__, "| PySpark", pyspark.__version__, "| tfos", tfos.__version__)'

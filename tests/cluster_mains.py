@@ -175,3 +175,14 @@ def build_mwms(args, ctx):
     import tensorflow as tf
 
     tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def parallel_inference(args, ctx):
+    """TFParallel: each instance scores its shard of the test images with a SavedModel."""
+    import tensorflow as tf
+
+    model = tf.saved_model.load(args["model"])
+    images, labels = load_mnist("test", limit=args["rows"])
+    mine = np.arange(len(labels))[ctx.worker_num::ctx.num_workers]
+    scores = model.serve(tf.constant(images[mine].reshape(-1, 784) / 255.0, tf.float32)).numpy()
+    return {"worker_num": ctx.worker_num, "rows": mine.tolist(), "pred": scores.argmax(axis=1).tolist()}

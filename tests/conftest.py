@@ -10,8 +10,12 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Every Spark application started by a test runs its Python workers on this interpreter.
+os.environ["PYSPARK_PYTHON"] = sys.executable
 
 from tests.spark_standalone import StandaloneCluster, spark_conf  # noqa: E402
+
+pytest_plugins = ["tests.hdfs_fixture"]
 
 EXECUTORS = 3
 

@@ -2,7 +2,7 @@
 
 ``from tfos import TFCluster, TFNode`` is the only change a TensorFlowOnSpark script needs:
 ``TFCluster.run``, ``TFCluster.InputMode``, ``TFNode.hdfs_path``, ``TFNode.start_cluster_server``,
-``TFNode.DataFeed`` keep their signatures and behaviour.
+``TFNode.DataFeed`` and ``TFParallel.run`` keep their signatures and behaviour.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from tfos.cluster.cluster import TFCluster as _TFClusterClass
 from tfos.cluster.cluster import run
 from tfos.cluster.context import NodeContext
 from tfos.cluster.input_mode import InputMode
+from tfos.parallel import run as _parallel_run
 
 
 def hdfs_path(ctx: NodeContext, path: str) -> str:
@@ -35,5 +36,6 @@ def _data_feed(mgr: Any, train_mode: bool = True, qname_in: str = "input", qname
 
 
 TFCluster = SimpleNamespace(run=run, InputMode=InputMode, TFCluster=_TFClusterClass)
+TFParallel = SimpleNamespace(run=_parallel_run)
 TFNode = SimpleNamespace(hdfs_path=hdfs_path, start_cluster_server=start_cluster_server, DataFeed=_data_feed,
                          TFNodeContext=NodeContext)

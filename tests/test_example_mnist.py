@@ -1,0 +1,61 @@
+"""The MNIST main job end to end, run as a user runs it: data set-up, then training, in local mode."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST = os.path.join(ROOT, "examples", "mnist")
+
+
+def run_script(script: str, *args: str, cwd: str, timeout: int = 900) -> tuple[str, str]:
+    """Run an example; returns (stdout, stdout + stderr)."""
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, os.path.join(MNIST, script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{script} failed with {proc.returncode}:\n{output[-5000:]}"
+    return proc.stdout, output
+
+
+@pytest.fixture(scope="module")
+def mnist_tfr(tmp_path_factory):
+    work = tmp_path_factory.mktemp("mnist")
+    out, _ = run_script("mnist_data_setup.py", "--output", "mnist", "--format", "tfr", cwd=str(work))
+    assert "wrote 22699 train records as tfr" in out
+    assert "wrote 10000 test records as tfr" in out
+    return work
+
+
+@pytest.mark.slow
+def test_mnist_tf_trains_checkpoints_resumes_and_reports_accuracy(mnist_tfr):
+    common = ["--cluster_size", "2", "--images_labels", "mnist/train", "--test_images_labels", "mnist/test",
+              "--model_dir", "model", "--export_dir", "export"]
+    stdout, first = run_script("mnist_tf.py", *common, "--epochs", "1", cwd=str(mnist_tfr))
+    assert "no checkpoint in" in first and "starting at epoch 0 (step 0)" in first
+    accuracy = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))
+    assert accuracy >= 0.90
+    # A second run with the same --model_dir resumes after the first run's epoch.
+    stdout, second = run_script("mnist_tf.py", *common, "--epochs", "2", cwd=str(mnist_tfr))
+    assert re.search(r"starting at epoch 1 \(step \d+\) of 2 epochs", second)
+    resumed = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))
+    assert resumed >= accuracy - 0.01
+    assert os.path.exists(os.path.join(mnist_tfr, "export", "saved_model.pb"))
+
+
+def test_mnist_data_setup_rejects_mismatched_files(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        os.symlink(os.path.join(MNIST, "data", name), data / name)
+    os.symlink(os.path.join(MNIST, "data", "t10k-labels-idx1-ubyte.gz"), data / "train-labels-idx1-ubyte.gz")
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    proc = subprocess.run([sys.executable, os.path.join(MNIST, "mnist_data_setup.py"), "--data_dir", str(data),
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "has 22699 images but" in proc.stderr and "has 10000 labels" in proc.stderr
