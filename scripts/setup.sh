@@ -28,7 +28,7 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+.venv/bin/python -m pip install -q --upgrade -c constraints.txt pip setuptools wheel  # tensorboard needs pkg_resources (setuptools < 81)
 log "installing the pinned package set (constraints.txt) and tfos[test,hdfs]"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,hdfs]"
 log "installing the test HDFS (Hadoop jars, libhdfs.so; cached in \${TFOS_CACHE:-~/.cache/tfos})"

@@ -16,6 +16,23 @@ from tfos import ClusterConfigError, InputMode, NodeFailure
 from tfos.reservation.server import ReservationTimeout
 
 
+@pytest.fixture
+def start():
+    """``tfos.run`` that never leaks a cluster: a test that fails midway still stops its nodes,
+    so the executors are free for the next test."""
+    started = []
+
+    def run(*args, **kwargs):
+        cluster = tfos.run(*args, **kwargs)
+        started.append(cluster)
+        return cluster
+
+    yield run
+    for cluster in started:
+        if cluster.state != "stopped":
+            cluster.__exit__(RuntimeError, RuntimeError("test failed"), None)
+
+
 def results(out) -> dict[str, dict]:
     found = {}
     for name in os.listdir(out):
@@ -33,8 +50,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def test_context_and_tf_config_with_chief(sc, tmp_path):
-    cluster = tfos.run(sc, cluster_mains.record_context, {"out": str(tmp_path)}, 3, master_node="chief")
+def test_context_and_tf_config_with_chief(sc, tmp_path, start):
+    cluster = start(sc, cluster_mains.record_context, {"out": str(tmp_path)}, 3, master_node="chief")
     cluster.shutdown(timeout=120)
     got = results(tmp_path)
     assert set(got) == {"chief-0", "worker-0", "worker-1"}
@@ -50,8 +67,8 @@ def test_context_and_tf_config_with_chief(sc, tmp_path):
 
 
 @pytest.mark.slow
-def test_multiworker_mirrored_keras_fit(sc, tmp_path):
-    with tfos.run(sc, cluster_mains.mwms_fit, {"out": str(tmp_path)}, 2) as cluster:
+def test_multiworker_mirrored_keras_fit(sc, tmp_path, start):
+    with start(sc, cluster_mains.mwms_fit, {"out": str(tmp_path)}, 2) as cluster:
         assert cluster.cluster_spec.keys() == {"worker"}
     got = results(tmp_path)
     assert set(got) == {"worker-0", "worker-1"}
@@ -63,8 +80,8 @@ def test_multiworker_mirrored_keras_fit(sc, tmp_path):
 
 
 @pytest.mark.slow
-def test_parameter_server_strategy_custom_loop(sc, tmp_path):
-    cluster = tfos.run(sc, cluster_mains.ps_strategy, {"out": str(tmp_path)}, 3, num_ps=1, master_node="chief")
+def test_parameter_server_strategy_custom_loop(sc, tmp_path, start):
+    cluster = start(sc, cluster_mains.ps_strategy, {"out": str(tmp_path)}, 3, num_ps=1, master_node="chief")
     cluster.shutdown(timeout=300)
     got = results(tmp_path)
     assert set(got) == {"chief-0"}  # ps and worker served until shutdown stopped them
@@ -76,7 +93,7 @@ def test_parameter_server_strategy_custom_loop(sc, tmp_path):
 
 
 @pytest.mark.slow
-def test_tf_compat_v1_ps_and_workers(sc, tmp_path):
+def test_tf_compat_v1_ps_and_workers(sc, tmp_path, start):
     cluster = tfos.TFCluster.run(sc, cluster_mains.v1_graph, {"out": str(tmp_path)}, 3, 1, False,
                                  tfos.TFCluster.InputMode.TENSORFLOW)
     cluster.shutdown(timeout=300)
@@ -88,8 +105,8 @@ def test_tf_compat_v1_ps_and_workers(sc, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluator_node_evaluates_and_is_stopped(sc, tmp_path):
-    cluster = tfos.run(sc, cluster_mains.with_evaluator, {"out": str(tmp_path)}, 3, master_node="chief",
+def test_evaluator_node_evaluates_and_is_stopped(sc, tmp_path, start):
+    cluster = start(sc, cluster_mains.with_evaluator, {"out": str(tmp_path)}, 3, master_node="chief",
                        eval_node=True)
     deadline = time.time() + 120
     while "evaluator-0" not in results(tmp_path) and time.time() < deadline:
@@ -103,9 +120,9 @@ def test_evaluator_node_evaluates_and_is_stopped(sc, tmp_path):
     assert not pid_alive(got["evaluator-0"]["pid"])
 
 
-def test_failing_node_raises_on_driver_naming_it(sc, tmp_path):
+def test_failing_node_raises_on_driver_naming_it(sc, tmp_path, start):
     begin = time.monotonic()
-    cluster = tfos.run(sc, cluster_mains.raise_on_worker, {"out": str(tmp_path), "bad_index": 1}, 3)
+    cluster = start(sc, cluster_mains.raise_on_worker, {"out": str(tmp_path), "bad_index": 1}, 3)
     with pytest.raises(NodeFailure) as err:
         cluster.shutdown(timeout=120)
     assert time.monotonic() - begin < 30
@@ -147,9 +164,9 @@ def test_reservation_timeout_names_missing_executors(sc, tmp_path):
     assert "task slots" in str(err.value)
 
 
-def test_tensorboard_url_answers_http_until_shutdown(sc, tmp_path):
+def test_tensorboard_url_answers_http_until_shutdown(sc, tmp_path, start):
     release = tmp_path / "release"
-    cluster = tfos.run(sc, cluster_mains.wait_for_file, {"out": str(tmp_path), "release": str(release)}, 2,
+    cluster = start(sc, cluster_mains.wait_for_file, {"out": str(tmp_path), "release": str(release)}, 2,
                        master_node="chief", tensorboard=True, log_dir=str(tmp_path / "tb"))
     url = cluster.tensorboard_url
     assert url and url.startswith("http://127.0.0.1:")

@@ -6,11 +6,17 @@ latest), the chief exports a SavedModel to ``--export_dir``, then the driver eva
 export on the 10,000 test images and prints ``test accuracy: 0.XXXX`` as its last line.
 
     spark-submit examples/mnist/mnist_tf.py --images_labels mnist/train --test_images_labels mnist/test
+
+Every path may be local or ``hdfs://``. ``--hdfs_io`` picks how TensorFlow reaches HDFS:
+``tensorflow_io`` (TensorFlow reads and writes ``hdfs://`` itself; needs tensorflow-io and
+libhdfs), ``tfos`` (tfos's hdfs-native layer streams the TFRecords, uploads checkpoints and the
+export atomically, downloads the export for evaluation) or ``auto`` (tensorflow-io when usable).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -38,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="total training steps (0: epochs x one pass over the data)")
     p.add_argument("--train_examples", type=int, default=22699, help="examples in --images_labels")
     p.add_argument("--tensorboard", action="store_true")
+    p.add_argument("--hdfs_io", choices=["auto", "tensorflow_io", "tfos"], default="auto",
+                   help="how TensorFlow reaches hdfs://: tensorflow-io, tfos's own I/O layer, or auto")
     return p.parse_args(argv)
 
 
@@ -73,25 +81,26 @@ def main_fun(args, ctx):
     """Runs on every node: MultiWorkerMirroredStrategy training from TFRecords."""
     import tensorflow as tf
 
+    from tfos.io.tf_dataset import TensorFlowIO
     from tfos.training_checkpoint import TrainingCheckpoint
 
     log = logging.getLogger("mnist")
+    train_dir = ctx.absolute_path(args.images_labels)
+    tio = TensorFlowIO(args.hdfs_io, probe=train_dir)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     global_batch = args.batch_size * strategy.num_replicas_in_sync
-    files = tf.io.gfile.glob(ctx.absolute_path(args.images_labels) + "/part-*")
-    if not files:
-        raise FileNotFoundError(f"no part-* TFRecord files in {ctx.absolute_path(args.images_labels)}; "
-                                "run mnist_data_setup.py first")
+    files = training_files(tio, train_dir)
+    log.info("reading %d TFRecord files from %s through %s", len(files), train_dir, tio.describe())
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    ds = (tf.data.TFRecordDataset(files, num_parallel_reads=2).shuffle(10000, seed=ctx.worker_num)
+    ds = (tio.tfrecord_dataset(files, num_parallel_reads=2).shuffle(10000, seed=ctx.worker_num)
           .repeat().batch(global_batch).map(parse_example).prefetch(4).with_options(options))
     steps_per_epoch = max(1, args.train_examples // global_batch)
     epochs = args.epochs if not args.steps else max(1, -(-args.steps // steps_per_epoch))
     with strategy.scope():
         model = build_model()
     ckpt = TrainingCheckpoint(model, ctx.absolute_path(args.model_dir), is_chief=ctx.worker_num == 0,
-                              worker_index=ctx.worker_num)
+                              worker_index=ctx.worker_num, io=tio)
     initial_epoch = ckpt.restore()
     log.info("starting at epoch %d (step %d) of %d epochs x %d steps", initial_epoch,
              initial_epoch * steps_per_epoch, epochs, steps_per_epoch)
@@ -103,20 +112,54 @@ def main_fun(args, ctx):
     ckpt.export_saved_model(ctx.absolute_path(args.export_dir))
 
 
-def evaluate_export(export_dir: str, test_dir: str) -> float:
-    """Accuracy of the exported SavedModel over every record in ``test_dir``."""
+def training_files(tio, data_dir: str) -> list[str]:
+    """The ``part-*`` TFRecord files of ``data_dir``; FileNotFoundError naming the path when there are none."""
+    files = tio.glob(data_dir.rstrip("/") + "/part-*")
+    if files:
+        return files
+    if not tio.exists(data_dir):
+        raise FileNotFoundError(errno.ENOENT, "no such TFRecord directory (run mnist_data_setup.py first)", data_dir)
+    raise FileNotFoundError(errno.ENOENT, "no part-* TFRecord files (run mnist_data_setup.py first) in", data_dir)
+
+
+def evaluate_export(export_dir: str, test_dir: str, hdfs_io: str = "auto") -> float:
+    """Accuracy of the exported SavedModel over every record in ``test_dir`` (local or hdfs://)."""
     import tensorflow as tf
 
-    model = tf.keras.models.load_model(export_dir, compile=False)
-    files = tf.io.gfile.glob(test_dir + "/part-*")
+    from tfos.io.tf_dataset import TensorFlowIO
+
+    tio = TensorFlowIO(hdfs_io, probe=test_dir)
+    files = training_files(tio, test_dir)
+    with tio.local_copy(export_dir) as local_export:
+        logging.info("evaluating %s (loaded from %s) on %s through %s", export_dir, local_export, test_dir,
+                     tio.describe())
+        model = tf.keras.models.load_model(local_export, compile=False)
     correct = total = 0
-    for images, labels in tf.data.TFRecordDataset(files).batch(1000).map(parse_example):
+    for images, labels in tio.tfrecord_dataset(files).batch(1000).map(parse_example):
         preds = tf.argmax(model(images, training=False), axis=1)
         correct += int(tf.reduce_sum(tf.cast(preds == labels, tf.int32)))
         total += int(labels.shape[0])
     if total == 0:
         raise ValueError(f"no test records found in {test_dir}")
     return correct / total
+
+
+def check_inputs(args: argparse.Namespace, default_fs: str | None) -> None:
+    """Fail before starting the cluster when an input directory is missing (the message names it).
+
+    ``default_fs`` None checks only the paths that carry a scheme (before Spark starts).
+    """
+    from tfos.io.filesystem import FileSystem, split_url
+    from tfos.io.paths import absolute_path, has_scheme
+
+    with FileSystem() as fs:  # TensorFlow is not imported here: local files or hdfs-native
+        for flag, value in (("--images_labels", args.images_labels), ("--test_images_labels", args.test_images_labels)):
+            if default_fs is None and not has_scheme(value):
+                continue
+            path = absolute_path(value, default_fs, os.getcwd())
+            if split_url(path)[0] in ("", "file", "hdfs", "viewfs") and not fs.isdir(path):
+                raise SystemExit(f"mnist_tf.py: error: {flag} {path}: no such directory "
+                                 "(run mnist_data_setup.py first)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,18 +171,22 @@ def main(argv: list[str] | None = None) -> None:
     import tfos
     from tfos.io.paths import absolute_path, default_fs
 
+    check_inputs(args, None)
     conf = SparkConf().setAppName("mnist_tf")
     conf.setIfMissing("spark.master", f"local[{args.cluster_size}]")
     sc = SparkContext(conf=conf)
-    begin = time.time()
-    cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.TENSORFLOW,
-                       tensorboard=args.tensorboard, log_dir=None)
-    cluster.shutdown()
-    logging.info("training took %.1fs", time.time() - begin)
     fs = default_fs(sc)
-    accuracy = evaluate_export(absolute_path(args.export_dir, fs, os.getcwd()),
-                               absolute_path(args.test_images_labels, fs, os.getcwd()))
-    sc.stop()
+    try:
+        check_inputs(args, fs)
+        begin = time.time()
+        cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.TENSORFLOW,
+                           tensorboard=args.tensorboard, log_dir=None)
+        cluster.shutdown()
+        logging.info("training took %.1fs", time.time() - begin)
+        accuracy = evaluate_export(absolute_path(args.export_dir, fs, os.getcwd()),
+                                   absolute_path(args.test_images_labels, fs, os.getcwd()), args.hdfs_io)
+    finally:
+        sc.stop()
     print(f"test accuracy: {accuracy:.4f}")
 
 

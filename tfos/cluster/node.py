@@ -17,6 +17,7 @@ from tfos.cluster import prefork, template
 from tfos.cluster.context import NodeContext
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node_logging import NodeLogAdapter
+from tfos.io.hadoop_env import hadoop_env
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import FAILED
 
@@ -175,6 +176,7 @@ class Node:
         env["PYTHONUNBUFFERED"] = "1"
         env["TFOS_NODE"] = self.name
         env["TFOS_SYS_PATH"] = os.pathsep.join(sys.path)
+        env.update(hadoop_env(env))  # CLASSPATH and libjvm/libhdfs paths when HADOOP_HOME is set
         return env
 
     def supervise(self, raise_on_failure: bool = False) -> None:

@@ -86,7 +86,7 @@ def launch(payload_path: str, env: dict[str, str], cwd: str) -> LaunchedProcess:
     conn = _connect(path)
     if conn is None:
         subprocess.Popen([sys.executable, "-m", "tfos.cluster.prefork", path], start_new_session=True,
-                         stdin=subprocess.DEVNULL, cwd=cwd, env=dict(os.environ, TFOS_SYS_PATH=env["TFOS_SYS_PATH"]))
+                         stdin=subprocess.DEVNULL, cwd=cwd, env=dict(env))
         deadline = time.monotonic() + START_TIMEOUT_SECS
         while conn is None:
             if time.monotonic() > deadline:

@@ -85,7 +85,7 @@ class NodeProcess:
             os.makedirs(logdir.removeprefix("file://"), exist_ok=True)
         self.tensorboard = subprocess.Popen(
             [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port), "--bind_all"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
         )
         logger.info("TensorBoard at %s (logdir %s)", self.ctx.tensorboard_url, logdir)
 

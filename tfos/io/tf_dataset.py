@@ -32,7 +32,7 @@ from typing import Any
 
 from tfos.io.checkpoint import CheckpointMirror, export_saved_model
 from tfos.io.filesystem import FileSystem, split_url
-from tfos.io.hadoop_env import libhdfs_problems, preload_libhdfs
+from tfos.io.hadoop_env import hadoop_env, libhdfs_problems, preload_libhdfs
 from tfos.io.tfrecord import read_tfrecords
 
 logger = logging.getLogger(__name__)
@@ -64,12 +64,25 @@ def enable_tensorflow_io(environ: Mapping[str, str] | None = None) -> str:
     except OSError as exc:
         raise RuntimeError(f"libhdfs or libjvm does not load: {exc}") from exc
     import tensorflow as tf
-    import tensorflow_io
 
+    try:
+        import tensorflow_io
+    except Exception as exc:  # noqa: BLE001 - e.g. a build for another TensorFlow: use tfos instead
+        raise RuntimeError(f"tensorflow-io does not import with TensorFlow {tf.__version__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     if "hdfs" not in tf.io.gfile.get_registered_schemes():
         raise RuntimeError(f"tensorflow-io {tensorflow_io.__version__} did not register hdfs:// with "
                            f"TensorFlow {tf.__version__} (it does up to TensorFlow 2.17.1)")
     return str(tensorflow_io.__version__)
+
+
+def _complete_process_env() -> None:
+    """Add what :func:`hadoop_env` computes to this process's environment (CLASSPATH is read when
+    libhdfs starts its JVM; LD_LIBRARY_PATH is made up for by :func:`preload_libhdfs`)."""
+    added = hadoop_env(os.environ)
+    if added:
+        os.environ.update(added)
+        logger.info("set %s from HADOOP_HOME for libhdfs", ", ".join(sorted(added)))
 
 
 class TensorFlowIO:
@@ -78,6 +91,8 @@ class TensorFlowIO:
     ``hdfs_io``: ``auto``, ``tensorflow_io`` (fail with the reason when it cannot work) or ``tfos``.
     ``probe``: in ``auto`` mode, a path TensorFlow must be able to stat before tensorflow-io is
     chosen (an unreachable NameNode raises :class:`tfos.io.HdfsConnectionError` here, in seconds).
+    ``environ``: the environment to judge libhdfs by; None means this process's, which is first
+    completed from ``HADOOP_HOME`` with :func:`tfos.io.hadoop_env.hadoop_env` (unless ``tfos``).
     After construction, :attr:`mode` is ``tensorflow_io`` or ``tfos`` and :attr:`reason` says why.
     """
 
@@ -93,6 +108,8 @@ class TensorFlowIO:
         if hdfs_io == TFOS:
             self.mode, self.reason = TFOS, "requested"
         elif hdfs_io == TENSORFLOW_IO:
+            if environ is None:
+                _complete_process_env()
             version = enable_tensorflow_io(environ)
             self.mode, self.reason = TENSORFLOW_IO, f"requested, tensorflow-io {version}"
         else:
@@ -100,6 +117,8 @@ class TensorFlowIO:
         logger.info("hdfs:// I/O path for TensorFlow: %s (%s)", self.mode, self.reason)
 
     def _choose(self, probe: str | None, environ: Mapping[str, str] | None) -> tuple[str, str]:
+        if environ is None:
+            _complete_process_env()
         try:
             version = enable_tensorflow_io(environ)
         except RuntimeError as exc:
