@@ -191,19 +191,28 @@ class TFCluster:
                                      f"input_mode=InputMode.SPARK); this cluster reads its own data")
         self._raise_if_failed()
 
-    def train(self, data: Any, num_epochs: int = 1, feed_timeout: float = 600, qname: str = "input") -> None:
-        """Feed ``data`` (an RDD, a DataFrame or a dict of named ones) to the workers for ``num_epochs``."""
+    def train(self, data: Any, num_epochs: int = 1, feed_timeout: float = 600, qname: str = "input",
+              remainder: str = "drop") -> Any:
+        """Feed ``data`` to the chief/workers for ``num_epochs``; every worker gets the same rows per epoch.
+
+        ``data`` is an RDD, a DataFrame, a dict of named inputs (``{"train": rdd, "validation": df}``,
+        each read by ``ctx.get_data_feed(qname_in=name)``), a DStream or a streaming DataFrame.
+        ``remainder``: ``"drop"`` leaves out the fewer-than-num_workers rows that do not divide
+        evenly (a different row each epoch), ``"wrap"`` repeats rows instead; the count is logged.
+        Returns the feed report (a ``StreamingQuery`` for a streaming DataFrame).
+        """
         self._require_spark_mode("train")
         from tfos.feed import feed_job
 
         try:
-            feed_job.train(self.sc, data, cluster_id=self.cluster_id, num_workers=self.num_trainers,
-                           num_epochs=num_epochs, feed_timeout=feed_timeout, qname=qname,
-                           job_group=self.feed_group)
+            report = feed_job.train(self.sc, data, cluster_id=self.cluster_id, num_workers=self.num_trainers,
+                                    num_epochs=num_epochs, feed_timeout=feed_timeout, qname=qname,
+                                    job_group=self.feed_group, remainder=remainder)
         except Exception:
             self._raise_if_failed()
             raise
         self._raise_if_failed()
+        return report
 
     def inference(self, data: Any, feed_timeout: float = 600, qname: str = "input") -> Any:
         """Run ``data`` through the workers; one output per input row, in order within each partition."""

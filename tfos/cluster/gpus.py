@@ -16,13 +16,16 @@ No GPU on the host means the node runs on CPU, with a log line saying so; asking
 GPUs than the host (or Spark's task resources) can give fails with a ``GpuAssignmentError``
 that says what to change. The result's ``devices`` go into ``CUDA_VISIBLE_DEVICES``.
 
-Typical use in the node (see ``assign_gpus``)::
+Use in the node (``tfos/cluster/node.py``), once the cluster spec is known::
 
-    gpu = assign_gpus(requested_gpus(tf_args), spark_task_resources(), worker_index=local_rank,
-                      job_name=job_name)
-    env.update(gpu.env())
-    proc = subprocess.Popen(cmd, env=env, pass_fds=gpu.lock_fds)  # the TF process holds the locks
-    gpu.release()                                                    # ... and only it
+    gpu = assign_gpus(requested_gpus(tf_args), spark_task_resources(),
+                      worker_index=host_local_index(nodes, executor_id), job_name=job_name)
+    ctx.gpus = gpu.devices; env.update(gpu.env())      # before the TF process starts
+    ... start the TF process, wait for it ...
+    gpu.release()                                       # when it has exited
+
+(or hand ``gpu.lock_fds`` to a directly spawned child with ``Popen(pass_fds=...)`` and release
+at once: the child then holds the locks for exactly its own life).
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ from typing import Any
 
 from tfos.cluster import prefork, template
 from tfos.cluster.context import NodeContext
+from tfos.cluster.gpus import (
+    GpuAssignment,
+    assign_gpus,
+    host_local_index,
+    requested_gpus,
+    spark_task_resources,
+)
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node_logging import NodeLogAdapter
 from tfos.io.hadoop_env import hadoop_env
@@ -102,6 +109,8 @@ class Node:
         self.log = NodeLogAdapter(logger, {"node": self.name})
         self.client = ReservationClient(config.server_address, config.secret)
         self.process: subprocess.Popen | prefork.LaunchedProcess | None = None
+        self.gpu: GpuAssignment | None = None
+        self.feed_dir = ""
 
     # ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -114,7 +123,7 @@ class Node:
         tb_port = tb_sock.getsockname()[1] if tb_sock else None
         port = port_sock.getsockname()[1]
         node_dir = tempfile.mkdtemp(prefix=f"tfos-{cfg.cluster_id}-{self.executor_id}-")
-        feed_dir = os.path.join(node_dir, "feed")
+        feed_dir = self.feed_dir = os.path.join(node_dir, "feed")
         os.makedirs(feed_dir, mode=0o700)
         self.client.register({
             "executor_id": self.executor_id, "host": host, "port": port, "job_name": self.job_name,
@@ -125,12 +134,25 @@ class Node:
         nodes = self.client.await_spec(self.executor_id, cfg.reservation_timeout)
         spec = template.cluster_spec(nodes)
         num_workers, worker_num = template.worker_counts(spec, self.job_name, self.task_index)
+        self.gpu = assign_gpus(requested_gpus(cfg.tf_args), spark_task_resources(),
+                               worker_index=host_local_index(nodes, self.executor_id), job_name=self.job_name)
+        try:
+            self._launch(nodes, spec, num_workers, worker_num, host, port_sock, tb_sock, tb_port, node_dir, feed_dir)
+        except BaseException:
+            self.gpu.release()
+            raise
+
+    def _launch(self, nodes: list[dict], spec: dict[str, list[str]], num_workers: int, worker_num: int, host: str,
+                port_sock: socket.socket, tb_sock: socket.socket | None, tb_port: int | None, node_dir: str,
+                feed_dir: str) -> None:
+        cfg = self.config
         tb_url = next((f"http://{n['host']}:{n['tb_port']}" for n in nodes if n.get("tb_port")), None)
         ctx = NodeContext(
             executor_id=self.executor_id, job_name=self.job_name, task_index=self.task_index,
             cluster_spec=spec, num_workers=num_workers, worker_num=worker_num,
             default_fs=cfg.default_fs, working_dir=cfg.working_dir, cluster_id=cfg.cluster_id,
             input_mode=cfg.input_mode, feed_dir=feed_dir, tensorboard_url=tb_url, log_dir=cfg.log_dir,
+            gpus=list(self.gpu.devices) if self.gpu else [],
         )
         pass_fds: tuple[int, ...] = ()
         if cfg.release_port:
@@ -141,6 +163,8 @@ class Node:
         if tb_sock is not None:
             tb_sock.close()
         env = self._process_env(spec)
+        if self.gpu is not None:
+            env.update(self.gpu.env())
         payload = PayloadForProcess(cfg, ctx, tb_port)
         payload_path = os.path.join(node_dir, PAYLOAD_FILE)
         from pyspark import cloudpickle
@@ -163,7 +187,8 @@ class Node:
         if background:
             from tfos.feed.registry import register_local_node
 
-            register_local_node(cfg.cluster_id, self.executor_id, self.job_name, self.task_index, feed_dir)
+            register_local_node(cfg.cluster_id, self.executor_id, self.job_name, self.task_index, feed_dir,
+                                pid=self.process.pid)
             threading.Thread(target=self.supervise, name=f"tfos-supervise-{self.name}", daemon=True).start()
         else:
             self.supervise(raise_on_failure=True)
@@ -182,13 +207,20 @@ class Node:
     def supervise(self, raise_on_failure: bool = False) -> None:
         """Wait for the TF process; report an abnormal exit the process could not report itself."""
         assert self.process is not None
-        code = self.process.wait()
+        try:
+            code = self.process.wait()
+        finally:
+            if self.gpu is not None:
+                self.gpu.release()  # the GPUs are free for the next node on this host
         if code == 0:
             self.log.info("TF process exited normally")
             return
         reason = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
         message = f"TF process of {self.name} (executor {self.executor_id}, pid {self.process.pid}) {reason}"
         self.log.error(message)
+        from tfos.feed.registry import mark_tf_failed
+
+        mark_tf_failed(self.feed_dir, message)  # a feed task waiting on this node fails at once
         try:
             self.client.report(self.executor_id, FAILED, error=message)
         except Exception as exc:  # noqa: BLE001 - the driver may already be gone; the task error carries it

@@ -16,6 +16,7 @@ import traceback
 
 from tfos.cluster.node import PayloadForProcess
 from tfos.cluster.node_logging import LogTail, configure_process_logging
+from tfos.feed.registry import mark_tf_failed, mark_tf_finished
 from tfos.reservation.client import ReservationClient, ReservationError
 from tfos.reservation.server import FAILED, FINISHED, RUNNING, STOPPED
 
@@ -107,10 +108,12 @@ class NodeProcess:
         except BaseException:  # noqa: BLE001 - any failure of the user's code is reported, then exits
             error = traceback.format_exc()
             logger.error("main_fun raised:\n%s", error)
+            mark_tf_failed(self.ctx.feed_dir, error)
             self.main_done.set()
             self._report(FAILED, error=error)
             self._exit(1)
         self.main_done.set()
+        mark_tf_finished(self.ctx.feed_dir)
         logger.info("main_fun finished")
         self._report(FINISHED)
         if self.tensorboard is not None:

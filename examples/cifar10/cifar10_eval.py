@@ -1,0 +1,96 @@
+"""Evaluate the latest CIFAR-10 checkpoint: precision @ 1 on the test TFRecords, with TensorBoard summaries.
+
+    python examples/cifar10/cifar10_eval.py --data_dir cifar10_data --checkpoint_dir cifar10_train \\
+        --eval_dir cifar10_eval --run_once
+
+Restores the newest ``ckpt-N`` in ``--checkpoint_dir`` (written by ``cifar10_train.py``), runs
+every record of ``--data_dir/test`` through the model (central 24x24 crops) and prints
+``precision @ 1: 0.xxxx``; the value goes to ``--eval_dir`` as the TensorBoard scalar
+``precision @ 1`` at the checkpoint's global step. Without ``--run_once`` it evaluates each new
+checkpoint as it appears (every ``--eval_interval_secs``), like the TensorFlow tutorial's
+``cifar10_eval.py``. A single-process TF program: it needs no Spark. Paths are local or full
+URIs (``hdfs://namenode:8020/user/me/cifar10_train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from typing import Any
+
+import cifar10_model
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="CIFAR-10 evaluation")
+    p.add_argument("--data_dir", default="cifar10_data", help="TFRecords from cifar10_data_setup.py (has test/)")
+    p.add_argument("--checkpoint_dir", default="cifar10_train", help="checkpoints from cifar10_train.py")
+    p.add_argument("--eval_dir", default="cifar10_eval", help="TensorBoard summaries of the evaluation")
+    p.add_argument("--run_once", action="store_true", help="evaluate the latest checkpoint once and exit")
+    p.add_argument("--eval_interval_secs", type=float, default=300, help="how often to look for new checkpoints")
+    p.add_argument("--num_examples", type=int, default=0, help="evaluate at most this many (0: all)")
+    p.add_argument("--batch_size", type=int, default=128)
+    return p.parse_args(argv)
+
+
+def evaluate(model: Any, files: list[str], batch_size: int, num_examples: int = 0) -> tuple[float, int]:
+    """(precision @ 1, examples evaluated) of ``model`` over the test records."""
+    import tensorflow as tf
+
+    correct = total = 0
+    for images, labels in cifar10_model.eval_dataset(files, batch_size):
+        if num_examples and total >= num_examples:
+            break
+        logits = model(images, training=False)
+        hits = tf.math.in_top_k(labels, logits, k=1)
+        if num_examples:
+            hits = hits[: num_examples - total]
+        correct += int(tf.reduce_sum(tf.cast(hits, tf.int32)))
+        total += int(hits.shape[0])
+    if total == 0:
+        raise ValueError(f"no test records in {files}")
+    return correct / total, total
+
+
+def eval_once(args: argparse.Namespace, model: Any, checkpoint: str, writer: Any) -> float:
+    """Restore ``checkpoint``, evaluate, print and record the precision."""
+    import tensorflow as tf
+
+    step = cifar10_model.restore(model, checkpoint)
+    files = cifar10_model.tfrecord_files(args.data_dir.rstrip("/") + "/test")
+    precision, n = evaluate(model, files, args.batch_size, args.num_examples)
+    with writer.as_default():
+        tf.summary.scalar("precision @ 1", precision, step=step)
+        writer.flush()
+    logging.info("%s (step %d): %d examples", checkpoint, step, n)
+    print(f"precision @ 1: {precision:.4f}", flush=True)
+    return precision
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import tensorflow as tf
+
+    model = cifar10_model.build_model()
+    tf.io.gfile.makedirs(args.eval_dir)
+    writer = tf.summary.create_file_writer(args.eval_dir)
+    last = None
+    while True:
+        latest = tf.train.latest_checkpoint(args.checkpoint_dir)
+        if latest is None and args.run_once:
+            raise SystemExit(f"no checkpoint in {args.checkpoint_dir}; run cifar10_train.py first")
+        if latest is not None and latest != last:
+            eval_once(args, model, latest, writer)
+            last = latest
+        if args.run_once:
+            return
+        time.sleep(args.eval_interval_secs)
+
+
+if __name__ == "__main__":
+    main()

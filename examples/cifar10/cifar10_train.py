@@ -1,0 +1,128 @@
+"""Train the classic CIFAR-10 CNN on a tfos cluster (InputMode.TENSORFLOW: workers read TFRecords).
+
+Across the cluster's workers: MultiWorkerMirroredStrategy (synchronous all-reduce). Inside one
+node: all of the node's GPUs (``--num_gpus`` per node, assigned by tfos and visible as
+``ctx.gpus``), or the CPU; a one-node cluster uses MirroredStrategy over them. Keras
+``model.fit`` on tf-keras (``TF_USE_LEGACY_KERAS=1``, set by tfos on every node). The chief
+writes a checkpoint to ``--train_dir`` every ``--save_steps`` steps (``ckpt-N``); a rerun with
+the same ``--train_dir`` resumes. ``cifar10_eval.py`` evaluates the checkpoints.
+
+    spark-submit examples/cifar10/cifar10_train.py --data_dir cifar10_data --train_dir cifar10_train \\
+        --max_steps 1000 --cluster_size 2 --num_gpus 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import cifar10_model
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="CIFAR-10 training on tfos")
+    p.add_argument("--data_dir", default="cifar10_data", help="TFRecords from cifar10_data_setup.py (has train/)")
+    p.add_argument("--train_dir", default="cifar10_train", help="checkpoint directory (default FS)")
+    p.add_argument("--max_steps", type=int, default=1000, help="global training steps")
+    p.add_argument("--save_steps", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--batch_size", type=int, default=128, help="batch size per replica (GPU or CPU)")
+    p.add_argument("--num_gpus", type=int, default=1, help="GPUs per node (CPU where the host has none)")
+    p.add_argument("--learning_rate", type=float, default=0.1, help="initial SGD learning rate")
+    p.add_argument("--cluster_size", type=int, default=2, help="TF nodes (executors)")
+    p.add_argument("--tensorboard", action="store_true", help="run TensorBoard on the chief (log_dir: train_dir)")
+    return p.parse_args(argv)
+
+
+def make_strategy(ctx: Any) -> Any:
+    """MultiWorkerMirroredStrategy over the workers; MirroredStrategy over one node's GPUs (or CPU)."""
+    import tensorflow as tf
+
+    if ctx.num_workers > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()  # mirrors over the node's visible GPUs too
+    devices = [f"/gpu:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))] or ["/cpu:0"]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def main_fun(args: argparse.Namespace, ctx: Any) -> None:
+    """Runs on every node: data-parallel training from the TFRecords in ``args.data_dir/train``."""
+    import tensorflow as tf
+
+    from tfos.training_checkpoint import TrainingCheckpoint
+
+    log = logging.getLogger("cifar10_train")
+    strategy = make_strategy(ctx)
+    replicas = strategy.num_replicas_in_sync
+    log.info("node %s:%d: GPUs %s, %d replica(s) in sync", ctx.job_name, ctx.task_index, ctx.gpus or "none",
+             replicas)
+    files = cifar10_model.tfrecord_files(ctx.absolute_path(args.data_dir) + "/train")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = cifar10_model.train_dataset(files, args.batch_size * replicas, seed=ctx.worker_num).with_options(options)
+    with strategy.scope():
+        model = cifar10_model.build_model(args.learning_rate)
+    train_dir = ctx.absolute_path(args.train_dir)
+    ckpt = TrainingCheckpoint(model, train_dir, is_chief=ctx.worker_num == 0, worker_index=ctx.worker_num)
+    done = ckpt.restore()  # completed "epochs" of save_steps steps each
+    epochs = -(-args.max_steps // args.save_steps)  # max_steps rounded up to whole save_steps
+    callbacks = [ckpt.callback(), step_logger(args.save_steps, args.batch_size * replicas)]
+    if args.tensorboard:  # every worker takes part; only the chief's summaries are kept
+        tb_dir = (ctx.log_dir or train_dir) if ctx.worker_num == 0 else tempfile.mkdtemp(prefix="tfos-tb-")
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=tb_dir, update_freq=10))
+    model.fit(ds, epochs=epochs, initial_epoch=done, steps_per_epoch=args.save_steps, callbacks=callbacks,
+              verbose=0)
+    if ctx.worker_num == 0:
+        log.info("trained to step %d; checkpoints in %s", int(model.optimizer.iterations.numpy()), train_dir)
+
+
+def step_logger(steps: int, global_batch: int) -> Any:
+    """Keras callback logging loss, accuracy and examples/s every ``steps`` steps (the tutorial's line)."""
+    import tensorflow as tf
+
+    log = logging.getLogger("cifar10_train")
+    began: dict[str, float] = {}
+
+    def begin(epoch: int, logs: dict | None = None) -> None:
+        began["t"] = time.time()
+
+    def end(epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        secs = max(time.time() - began.get("t", time.time()), 1e-9)
+        log.info("step %d: loss = %.3f, accuracy = %.3f (%.1f examples/sec; %.3f sec/batch)", (epoch + 1) * steps,
+                 logs.get("loss", float("nan")), logs.get("accuracy", float("nan")), steps * global_batch / secs,
+                 secs / steps)
+
+    return tf.keras.callbacks.LambdaCallback(on_epoch_begin=begin, on_epoch_end=end)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark import SparkConf, SparkContext
+
+    import tfos
+    from tfos.io.paths import absolute_path, default_fs
+
+    conf = SparkConf().setAppName("cifar10_train")
+    conf.setIfMissing("spark.master", f"local[{args.cluster_size}]")
+    sc = SparkContext(conf=conf)
+    cifar10_model.ship_to_executors(sc)
+    begin = time.time()
+    log_dir = absolute_path(args.train_dir, default_fs(sc), os.getcwd()) if args.tensorboard else None
+    cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.TENSORFLOW,
+                       tensorboard=args.tensorboard, log_dir=log_dir)
+    cluster.shutdown()
+    sc.stop()
+    print(f"trained {args.max_steps} steps on {args.cluster_size} node(s) in {time.time() - begin:.1f}s; "
+          f"checkpoints in {args.train_dir}")
+
+
+if __name__ == "__main__":
+    main()

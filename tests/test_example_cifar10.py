@@ -1,0 +1,62 @@
+"""The CIFAR-10 example end to end on the shipped sample: binary batches -> TFRecords (Spark),
+2-worker MultiWorkerMirroredStrategy training, evaluation (precision @ 1), 2-executor inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.example_runner import EXAMPLES, last_line, load_module, metric, run_example
+
+CIFAR = EXAMPLES / "cifar10"
+
+
+def test_reads_the_standard_binary_batches():
+    model = load_module(CIFAR / "cifar10_model.py")
+    images, labels = model.read_cifar_binary([str(CIFAR / "data" / name) for name in model.TRAIN_FILES])
+    assert images.shape == (820, 32, 32, 3) and images.dtype == np.uint8 and labels.shape == (820,)
+    raw = (CIFAR / "data" / "data_batch_1.bin").read_bytes()
+    assert labels[0] == raw[0]
+    assert images[0, 0, 1, 0] == raw[1 + 1] and images[0, 0, 0, 2] == raw[1 + 2048]  # R plane, B plane
+    assert model.class_names(str(CIFAR / "data"))[labels[0]] in ("frog", "truck", "automobile", "bird", "cat",
+                                                                    "deer", "dog", "horse", "ship", "airplane")
+    with pytest.raises(ValueError, match="whole number"):
+        bad = CIFAR / "data" / "batches.meta.txt"
+        model.read_cifar_binary([str(bad)])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """TFRecords of the sample written by cifar10_data_setup.py (Spark local mode)."""
+    work = tmp_path_factory.mktemp("cifar10")
+    out = run_example("cifar10/cifar10_data_setup.py", "--output", "data", "--num_partitions", "2", cwd=work,
+                      timeout=240)
+    assert "wrote 820 train records" in out and "wrote 164 test records" in out
+    return work
+
+
+@pytest.mark.slow
+def test_train_on_two_workers_then_evaluate_and_infer(workdir):
+    out = run_example("cifar10/cifar10_train.py", "--data_dir", "data", "--train_dir", "train", "--max_steps", "20",
+                      "--save_steps", "10", "--batch_size", "32", "--cluster_size", "2", cwd=workdir, timeout=400)
+    assert "trained 20 steps on 2 node(s)" in out
+    assert sorted(p.name for p in (workdir / "train").glob("ckpt-*.index")) == ["ckpt-1.index", "ckpt-2.index"]
+
+    out = run_example("cifar10/cifar10_eval.py", "--data_dir", "data", "--checkpoint_dir", "train", "--eval_dir",
+                      "eval", "--run_once", cwd=workdir, timeout=240)
+    assert last_line(out).startswith("precision @ 1: ")
+    precision = metric(out, "precision @ 1")
+    assert 0.0 <= precision <= 1.0
+    assert list((workdir / "eval").glob("events.out.tfevents.*")), "no TensorBoard summary in --eval_dir"
+
+    out = run_example("cifar10/cifar10_inference.py", "--data_dir", "data", "--checkpoint_dir", "train",
+                      "--output", "predictions", "--cluster_size", "2", "--batch_size", "32", cwd=workdir,
+                      timeout=300)
+    assert metric(out, "images/s") > 0
+    assert last_line(out).endswith("(2 executors)")
+    rows = [line.split("\t") for p in sorted((workdir / "predictions").glob("part-*"))
+            for line in p.read_text().splitlines()]
+    assert len(rows) == 164
+    assert all(0 <= int(r[1]) < 10 and 0 < float(r[2]) <= 1 for r in rows)
+    # the same checkpoint on the same images: inference agrees with the evaluation
+    assert np.mean([r[0] == r[1] for r in rows]) == pytest.approx(precision, abs=6e-5)  # printed to 4 places

@@ -1,0 +1,381 @@
+"""Driver side of the feed: the Spark jobs behind ``cluster.train``, ``cluster.inference`` and shutdown.
+
+Public functions (called by ``tfos.cluster.cluster``):
+
+``train(sc, data, *, cluster_id, num_workers, num_epochs=1, feed_timeout=600, qname="input",
+job_group=None, end_feed=False, remainder="drop", chunk_rows=4096, chunk_bytes=4 MiB,
+progress=True) -> dict``
+    Feed ``data`` to the ``num_workers`` chief/worker nodes for ``num_epochs`` epochs and
+    return a report. ``data`` is an RDD, a DataFrame, or a dict of named inputs
+    (``{"train": rdd, "validation": df}``; each name is the ``qname_in`` of a DataFeed);
+    a single RDD/DataFrame is fed as ``qname``. A DStream or a streaming DataFrame is fed
+    micro-batch by micro-batch (one epoch each; a streaming DataFrame returns its
+    ``StreamingQuery``). Every epoch ends with an end-of-epoch mark (``DataFeed.batches()`` /
+    ``dataset()`` iterations end there). ``end_feed=True`` also ends the feed afterwards
+    (``should_stop()``); by default, as in TensorFlowOnSpark, the feed stays open for further
+    ``train`` calls until ``end_feed`` (cluster shutdown).
+
+``inference(sc, data, *, cluster_id, num_workers=None, feed_timeout=600, qname="input",
+job_group=None, output_schema=None, chunk_rows=4096) -> RDD | DataFrame``
+    Lazily run ``data`` through the nodes: an RDD gives an RDD of exactly one output per
+    input row, in input order within each partition; a DataFrame gives a DataFrame
+    (``output_schema``, a DDL string or StructType, avoids an extra inference pass to infer it).
+
+``end_feed(sc, *, cluster_id, num_workers, job_group=None, qnames=None, timeout=120) -> None``
+    Tell every node's DataFeeds that no more data will come (``should_stop()`` becomes True);
+    for ``cluster.shutdown``.
+
+Exact epochs (training). Synchronous strategies hang when one worker runs out of batches
+before the others, so every worker gets exactly the same number of rows per epoch:
+
+1. One job counts the rows of every partition.
+2. Map tasks give row ``j`` of partition ``p`` the global index ``g = rows before p + j`` and
+   route it to shard ``g mod num_workers``, as Arrow chunks, through one shuffle.
+3. A barrier stage of exactly ``num_workers`` tasks (one per worker executor: parameter
+   servers and evaluators keep their executors busy) feeds shard ``i`` to the node on its
+   executor; each task spills its shard to local disk once and replays it per epoch, one
+   thread and connection per named input, so inputs are read independently (Keras
+   ``validation_freq`` etc. cannot deadlock).
+4. The tasks ``allGather`` their shard sizes. Shards differ by at most one row; with
+   ``remainder="drop"`` (default) every worker gets ``floor(N / num_workers)`` rows per epoch
+   and the fewer-than-``num_workers`` surplus rows are left out, a different row each epoch;
+   with ``remainder="wrap"`` every worker gets ``ceil(N / num_workers)`` rows and the short
+   shards repeat one row. The driver logs the count either way.
+
+Rows per worker may still differ from batch size multiples: with ``DataFeed.dataset(bs)``
+every worker then ends each epoch with the same short batch (or none with
+``drop_remainder=True``), so step counts stay equal.
+
+Costs: one counting pass over the input (persist an expensive RDD first), one shuffle of the
+Arrow-encoded rows, local disk for one shard per worker executor. Epochs after the first
+replay the local spill instead of recomputing the input. A retried barrier stage (executor
+loss) feeds the epoch again from its start.
+
+Early stop: a node's ``terminate()`` ends its shard feed task within about a second; when
+all nodes terminated, the job ends and ``train`` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+import socket
+import threading
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import pyarrow as pa
+
+from tfos.feed import feeder
+from tfos.feed.errors import FeedError
+from tfos.feed.progress import ProgressServer
+
+logger = logging.getLogger("tfos.feed")
+
+
+def _shard_key(key: int) -> int:
+    return key
+
+
+def _is_dataframe(data: Any) -> bool:
+    try:
+        from pyspark.sql import DataFrame
+    except ImportError:
+        return False
+    return isinstance(data, DataFrame)
+
+
+def _is_dstream(data: Any) -> bool:
+    try:
+        from pyspark.streaming import DStream
+    except ImportError:
+        return False
+    return isinstance(data, DStream)
+
+
+def _inputs(data: Any, qname: str) -> list[tuple[str, Any]]:
+    if isinstance(data, dict):
+        if not data:
+            raise ValueError("train(): the dict of named inputs is empty")
+        items = list(data.items())
+    else:
+        items = [(qname, data)]
+    from tfos.feed.registry import _check_name
+
+    for name, value in items:
+        _check_name("input name (qname)", name)
+        if not (_is_dataframe(value) or hasattr(value, "mapPartitionsWithIndex")):
+            raise TypeError(f"input {name!r}: expected an RDD or a DataFrame, got {type(value).__name__}")
+    return items
+
+
+class _JobGroup:
+    """Run this thread's jobs in ``group`` and restore the previous group afterwards."""
+
+    def __init__(self, sc: Any, group: str, description: str):
+        self.sc, self.group, self.description = sc, group, description
+
+    def __enter__(self) -> _JobGroup:
+        sc = self.sc
+        self.saved = {k: sc.getLocalProperty(k) for k in
+                      ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")}
+        sc.setJobGroup(self.group, self.description, interruptOnCancel=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for key, value in self.saved.items():
+            self.sc.setLocalProperty(key, value)
+
+
+_ERROR_LINE = re.compile(r"tfos\.feed\.errors\.(\w+): ")
+
+
+def _feed_failure(exc: BaseException, what: str) -> BaseException:
+    """A FeedError carrying the task's own message when a Spark job failed because of the feed."""
+    text = str(exc)
+    matches = list(_ERROR_LINE.finditer(text))
+    if not matches:
+        return exc
+    m = matches[0]
+    body = text[m.end():]
+    end = len(body)
+    for marker in ("\n\tat ", "\n\n\tat", "\nJVM stacktrace", "\n\nDriver stacktrace"):
+        i = body.find(marker)
+        if i >= 0:
+            end = min(end, i)
+    message = body[:end].strip()
+    return FeedError(f"{what} failed: {m.group(1)}: {message}")
+
+
+def _driver_host(sc: Any) -> str:
+    return sc.getConf().get("spark.driver.host", None) or socket.gethostname()
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def _tagged(df: Any) -> Any:
+    from pyspark.sql import functions as F  # noqa: N812
+
+    return df.withColumn(feeder.PARTITION_COLUMN, F.spark_partition_id())
+
+
+def _partition_counts(data: Any) -> dict[int, int]:
+    if _is_dataframe(data):
+        rows = _tagged(data).mapInArrow(feeder.count_arrow, "p int, n long").collect()
+        return {int(r[0]): int(r[1]) for r in rows}
+    return dict(data.mapPartitionsWithIndex(feeder.count_rows).collect())
+
+
+def _keyed(data: Any, plan: feeder.ShardPlan) -> Any:
+    if _is_dataframe(data):
+        out = _tagged(data).mapInArrow(partial(feeder.shard_arrow, plan), feeder.SHARD_SCHEMA_DDL)
+        return out.rdd.map(lambda r: (r[0], (r[1], r[2], r[3])))
+    return data.mapPartitionsWithIndex(partial(feeder.shard_rows, plan))
+
+
+def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: int = 1, feed_timeout: float = 600,
+          qname: str = "input", job_group: str | None = None, end_feed: bool = False, remainder: str = "drop",
+          chunk_rows: int = feeder.DEFAULT_CHUNK_ROWS, chunk_bytes: int = feeder.DEFAULT_CHUNK_BYTES,
+          progress: bool = True, on_report: Any = None) -> Any:
+    """Feed ``data`` to the workers with exactly equal rows per worker per epoch (see the module doc).
+
+    ``on_report`` (streams only) is called with the report of every fed micro-batch.
+    """
+    if _is_dstream(data) or getattr(data, "isStreaming", False):
+        return _train_stream(sc, data, cluster_id=cluster_id, num_workers=num_workers, feed_timeout=feed_timeout,
+                             qname=qname, job_group=job_group, on_report=on_report, remainder=remainder,
+                             chunk_rows=chunk_rows, chunk_bytes=chunk_bytes, progress=progress)
+    if num_workers < 1:
+        raise ValueError(f"train(): num_workers must be >= 1, got {num_workers}")
+    if num_epochs < 1:
+        raise ValueError(f"train(): num_epochs must be >= 1, got {num_epochs}")
+    if remainder not in ("drop", "wrap"):
+        raise ValueError(f"train(): remainder must be 'drop' or 'wrap', got {remainder!r}")
+    inputs = _inputs(data, qname)
+    n = num_workers
+    feed_id = uuid.uuid4().hex[:12]
+    group = job_group or f"tfos-feed-{cluster_id}"
+    names = [q for q, _ in inputs]
+    desc = f"tfos feed {'/'.join(names)} -> {n} workers x {num_epochs} epochs"
+    started = time.monotonic()
+    failures: list[str] = []
+
+    def on_error(message: str) -> None:  # a task failed: stop the job now instead of after Spark's retries
+        if not failures:
+            failures.append(message)
+            logger.error("feed task failed: %s", message)
+            sc.cancelJobGroup(group)
+
+    with _JobGroup(sc, group, desc):
+        server = ProgressServer(_driver_host(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
+                                on_error=on_error)
+        plans, totals, summary = [], {}, {}
+        for qi, (q, x) in enumerate(inputs):
+            try:
+                counts = _partition_counts(x)
+            except Exception as exc:
+                server.close()
+                raise _feed_failure(exc, f"counting the rows of input {q!r}") from exc
+            offsets, before = {}, 0
+            for p in sorted(counts):
+                offsets[p] = before % n
+                before += counts[p]
+            total = before
+            per_worker = total // n if remainder == "drop" or total < n else -(-total // n)
+            left = total - per_worker * n
+            summary[q] = {"rows": total, "partitions": len(counts), "rows_per_worker_per_epoch": per_worker,
+                          "remainder": remainder, "remainder_rows_per_epoch": abs(left)}
+            totals[q] = per_worker * n * num_epochs
+            if left > 0:
+                logger.info("input %r: %d rows over %d workers -> %d rows per worker per epoch; %d remainder rows are "
+                            "left out of each epoch (remainder='drop', a different one each epoch)", q, total, n,
+                            per_worker, left)
+            elif left < 0:
+                logger.info("input %r: %d rows over %d workers -> %d rows per worker per epoch; %d rows are fed twice "
+                            "per epoch to even the workers out (remainder='wrap')", q, total, n, per_worker, -left)
+            else:
+                logger.info("input %r: %d rows over %d workers -> %d rows per worker per epoch", q, total, n,
+                            per_worker)
+            if per_worker == 0:
+                logger.warning("input %r has fewer rows (%d) than workers (%d): every worker gets an empty epoch", q,
+                               total, n)
+            plans.append(_keyed(x, feeder.ShardPlan(qi, n, offsets, chunk_rows, chunk_bytes, server.address)))
+        server.totals = totals
+        pairs = plans[0] if len(plans) == 1 else sc.union(plans)
+        shuffled = pairs.partitionBy(n, _shard_key)
+        plan = feeder.TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
+                                end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address)
+        try:
+            lines = shuffled.barrier().mapPartitions(partial(feeder.feed_shard, plan)).collect()
+        except Exception as exc:
+            if failures:
+                raise FeedError(f"feeding {'/'.join(names)} to the workers failed: {failures[0]}") from exc
+            raise _feed_failure(exc, f"feeding {'/'.join(names)} to the workers") from exc
+        finally:
+            server.close()
+    shards = sorted((json.loads(line) for line in lines), key=lambda s: s["shard"])
+    elapsed = time.monotonic() - started
+    fed = {q: sum(s["inputs"].get(q, {}).get("rows", 0) for s in shards) for q in names}
+    for q in names:
+        states = [s["inputs"].get(q, {}).get("state") for s in shards]
+        terminated = [s["node"] for s, st in zip(shards, states, strict=False) if st == "terminated"]
+        summary[q].update(rows_fed=fed[q], terminated=terminated)
+        logger.info("input %r: fed %d rows to %d workers in %.1fs (%.0f rows/s)%s", q, fed[q], n, elapsed,
+                    fed[q] / max(elapsed, 1e-6), f"; terminated early by {terminated}" if terminated else "")
+    return {"feed_id": feed_id, "inputs": summary, "shards": shards, "seconds": elapsed}
+
+
+def _train_stream(sc: Any, stream: Any, *, cluster_id: str, num_workers: int, feed_timeout: float, qname: str,
+                  job_group: str | None, on_report: Any, **kwargs: Any) -> Any:
+    """Feed a DStream (``foreachRDD``) or a streaming DataFrame (``foreachBatch``), one epoch per micro-batch."""
+    def feed_batch(batch: Any, *_: Any) -> None:
+        if batch.isEmpty():
+            return
+        report = train(sc, batch, cluster_id=cluster_id, num_workers=num_workers, num_epochs=1,
+                       feed_timeout=feed_timeout, qname=qname, job_group=job_group, end_feed=False, **kwargs)
+        if on_report is not None:
+            on_report(report)
+
+    if _is_dstream(stream):
+        stream.foreachRDD(lambda rdd: feed_batch(rdd))
+        return None
+    return stream.writeStream.foreachBatch(lambda df, batch_id: feed_batch(df)).start()
+
+
+# ---------------------------------------------------------------------------------------------
+# inference
+# ---------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _as_row(value: Any) -> Any:
+    from pyspark.sql import Row
+
+    if isinstance(value, Row):
+        return value
+    if isinstance(value, dict):
+        return Row(**{str(k): _plain(v) for k, v in value.items()})
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return Row(prediction=_plain(value))
+
+
+def _unpickle_out(row: Any) -> Any:
+    return pickle.loads(row[0])
+
+
+def inference(sc: Any, data: Any, *, cluster_id: str, num_workers: int | None = None, feed_timeout: float = 600,
+              qname: str = "input", job_group: str | None = None, output_schema: Any = None,
+              chunk_rows: int = feeder.DEFAULT_CHUNK_ROWS, chunk_bytes: int = feeder.DEFAULT_CHUNK_BYTES) -> Any:
+    """One output per input row, in input order within each partition (lazy; see the module doc)."""
+    from tfos.feed.registry import _check_name
+
+    _check_name("qname", qname)
+    plan = feeder.InferencePlan(cluster_id=cluster_id, qname=qname, feed_timeout=feed_timeout, chunk_rows=chunk_rows,
+                                chunk_bytes=chunk_bytes)
+    if not _is_dataframe(data):
+        return data.mapPartitionsWithIndex(partial(feeder.infer_rows, plan), preservesPartitioning=True)
+    if output_schema is None:
+        out = data.mapInArrow(partial(feeder.infer_arrow_pickled, plan), "out binary")
+        rows = out.rdd.map(_unpickle_out).map(_as_row)
+        return data.sparkSession.createDataFrame(rows)
+    from pyspark.sql.types import StructType, _parse_datatype_string
+
+    schema = _parse_datatype_string(output_schema) if isinstance(output_schema, str) else output_schema
+    if not isinstance(schema, StructType):
+        raise TypeError(f"inference(): output_schema must be a StructType or a DDL string, got {output_schema!r}")
+    timezone = data.sparkSession.conf.get("spark.sql.session.timeZone", None)
+    plan.output_schema = _arrow_schema(schema, timezone).serialize().to_pybytes()
+    return data.mapInArrow(partial(feeder.infer_arrow, plan), schema)
+
+
+def _arrow_schema(schema: Any, timezone: str | None) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(schema, timezone=timezone)
+
+
+# ---------------------------------------------------------------------------------------------
+# end of feed
+# ---------------------------------------------------------------------------------------------
+def end_feed(sc: Any, *, cluster_id: str, num_workers: int, job_group: str | None = None,
+             qnames: list[str] | None = None, timeout: float = 120) -> None:
+    """Mark the feeds of all ``num_workers`` nodes ended (one barrier task per worker executor)."""
+    if num_workers < 1:
+        return
+    group = job_group or f"tfos-feed-{cluster_id}"
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with _JobGroup(sc, group, f"tfos end of feed ({num_workers} workers)"):
+                rdd = sc.parallelize(range(num_workers), num_workers)
+                result["nodes"] = rdd.barrier().mapPartitions(
+                    partial(feeder.end_feed_task, cluster_id, qnames)).collect()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name="tfos-end-feed", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        sc.cancelJobGroup(group)
+        logger.warning("end of feed: the job did not finish within %ss (not enough free worker executors?); "
+                       "cancelled it", timeout)
+        return
+    if "error" in result:
+        logger.warning("end of feed failed: %s", result["error"])
+        return
+    logger.info("end of feed sent to %s", sorted(set(result.get("nodes", []))))

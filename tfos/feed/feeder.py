@@ -1,0 +1,710 @@
+"""Spark-task side of the feed: partitions -> Arrow chunks -> the local TF process.
+
+Three kinds of task run this code (the driver side in ``feed_job`` builds the jobs):
+
+* **shard map tasks** (training): :func:`shard_rows` / :func:`shard_arrow` turn each input
+  partition into Arrow IPC chunks keyed by *shard*: row ``j`` of partition ``p`` has the global
+  index ``g = offset[p] + j`` and goes to shard ``g mod num_workers``. The chunks go through one
+  Spark shuffle (compact Arrow bytes, not Python rows).
+* **shard feed tasks** (training, a barrier stage of exactly ``num_workers`` tasks, one per
+  worker executor): :func:`feed_shard` spills its shard to local disk, agrees with the other
+  tasks on the rows per epoch (``allGather``), and feeds every named input to the local TF
+  node in its own thread and connection, epoch after epoch, from the spill file.
+* **inference tasks**: :func:`infer_rows` / :func:`infer_arrow` feed one partition to the local
+  node and yield its results, one per input row, in input order.
+
+A TF process that dies or raises while being fed fails the feeding task within a few seconds
+(closed socket, dead pid, or its exit marker) with an error naming the node (``worker:1``) and,
+where the TF side left one, its traceback. A TF side that called ``terminate()`` or finished
+``main_fun`` ends its feed tasks quietly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tfos.feed import arrow_codec as codec
+from tfos.feed import channel as ch
+from tfos.feed.errors import FeedError, FeedTerminated, PeerGone
+from tfos.feed.progress import ProgressReporter, report_error
+from tfos.feed.registry import node_name, pick_local_node
+
+logger = logging.getLogger("tfos.feed")
+
+EXIT_MARKER_WAIT = 3.0
+DEFAULT_CHUNK_ROWS = 4096
+DEFAULT_CHUNK_BYTES = 4 << 20
+FIRST_CHUNK_ROWS = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# the node a task feeds
+# ---------------------------------------------------------------------------------------------
+class NodeTarget:
+    """A local TF node from the registry, with the checks a feeding task needs."""
+
+    def __init__(self, node: dict):
+        self.node = node
+        self.name = node_name(node)
+        self.feed_dir = ch.FeedDir(node["feed_dir"])
+        self.pid = node.get("pid")
+
+    def check(self, qname: str) -> None:
+        """Raise if feeding ``qname`` to this node is pointless (it exited, terminated the input)."""
+        exit_state = self.feed_dir.read_exit()
+        if exit_state is not None:
+            if exit_state.get("state") == "failed":
+                raise FeedError(f"the TF process of {self.name} failed:\n{exit_state.get('error', '')}")
+            raise FeedTerminated(f"{self.name} finished main_fun")
+        if self.feed_dir.terminated(qname):
+            raise FeedTerminated(f"{self.name} terminated input {qname!r}")
+        if self.feed_dir.ended(qname):
+            raise FeedTerminated(f"{self.name} already ended its feed {qname!r} (an earlier "
+                                 f"train(end_feed=True), or the cluster is shutting down)")
+        if self.pid and not ch.pid_alive(self.pid):
+            raise PeerGone(f"the TF process of {self.name} (pid {self.pid}) is gone")
+
+    def explain(self, exc: BaseException, qname: str, what: str, conn: ch.Connection | None = None) -> BaseException:
+        """Turn a lost connection into FeedTerminated (the TF side wanted it) or a FeedError that says why."""
+        if isinstance(exc, FeedTerminated):
+            return exc
+        interrupt = exc if isinstance(exc, ch.Interrupted) else None
+        if interrupt is None and conn is not None:
+            for msg in list(conn.inbox):
+                if msg.type in ch.INTERRUPTS:
+                    interrupt = ch.Interrupted(msg, self.name)
+                    break
+        if interrupt is not None:
+            if interrupt.message.type == ch.TERMINATE:
+                return FeedTerminated(str(interrupt))
+            return FeedError(f"{self.name} failed while being fed {what}:\n{interrupt.info.get('error', '')}")
+        if not isinstance(exc, PeerGone):
+            return exc
+        if self.feed_dir.terminated(qname) or self.feed_dir.ended(qname):
+            return FeedTerminated(f"{self.name} ended input {qname!r}")
+        deadline = time.monotonic() + EXIT_MARKER_WAIT
+        while True:
+            exit_state = self.feed_dir.read_exit()
+            if exit_state is not None:
+                if exit_state.get("state") == "failed":
+                    return FeedError(f"the TF process of {self.name} failed while being fed {what}:\n"
+                                     f"{exit_state.get('error', '')}")
+                logger.warning("%s finished main_fun before reading all of %s; the rest is not fed", self.name, what)
+                return FeedTerminated(f"{self.name} finished main_fun")
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        return FeedError(f"the TF process of {self.name} closed its data feed {qname!r} while being fed {what} "
+                         f"(it crashed, was killed, or dropped its DataFeed; it reported no exit state): {exc}")
+
+
+def open_feed(target: NodeTarget, qname: str, *, mode: str, partition: int, feed_timeout: float,
+              extra: dict | None = None, cancel: threading.Event | None = None) -> ch.Connection:
+    """Connect to ``target``'s DataFeed for ``qname`` and complete the greeting."""
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise FeedTerminated("cancelled")
+        target.check(qname)
+
+    what = f"partition {partition} of input {qname!r}"
+    conn = ch.connect(target.node["feed_dir"], qname, peer=target.name, timeout=feed_timeout, check=check,
+                      liveness=check)
+    try:
+        hello = {"version": ch.PROTOCOL_VERSION, "qname": qname, "mode": mode, "partition": partition,
+                 "feed_timeout": feed_timeout, "host": socket.gethostname(), "pid": os.getpid()}
+        hello.update(extra or {})
+        conn.send_control(ch.HELLO, hello, timeout=feed_timeout, what=f"{target.name} to accept {what}")
+        msg = conn.recv(timeout=feed_timeout,
+                        what=f"{target.name} to start reading {what} (it is busy with another feed task of this "
+                             f"input, or main_fun is not reading {qname!r})")
+        info = msg.control()
+        if msg.type == ch.REJECT:
+            if info.get("terminated"):
+                raise FeedTerminated(f"{target.name} terminated input {qname!r}")
+            raise FeedError(f"{target.name} refused {what}: {info.get('reason')}")
+        if msg.type != ch.WELCOME:
+            raise FeedError(f"{target.name} answered {msg.name} to the greeting of {what}")
+        if not conn.peer_pid and info.get("pid"):
+            conn.peer_pid = int(info["pid"])
+        return conn
+    except BaseException as exc:
+        conn.close()
+        err = target.explain(exc, qname, what, conn)
+        if err is exc:
+            raise
+        raise err from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# chunking
+# ---------------------------------------------------------------------------------------------
+class _ChunkSizer:
+    """Rows per chunk: at most ``chunk_rows`` and about ``chunk_bytes`` (learned from the data)."""
+
+    def __init__(self, chunk_rows: int, chunk_bytes: int):
+        self.max_rows, self.max_bytes = max(1, chunk_rows), max(1, chunk_bytes)
+        self.rows = min(self.max_rows, FIRST_CHUNK_ROWS)
+
+    def learn(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            per_row = max(1, batch.nbytes // batch.num_rows)
+            self.rows = int(min(self.max_rows, max(1, self.max_bytes // per_row)))
+
+
+def _chunks(rows: Iterable[Any], sizer: _ChunkSizer) -> Iterator[tuple[int, list]]:
+    chunk: list = []
+    first = 0
+    for j, row in enumerate(rows):
+        if not chunk:
+            first = j
+        chunk.append(row)
+        if len(chunk) >= sizer.rows:
+            yield first, chunk
+            chunk = []
+    if chunk:
+        yield first, chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# training: map side (shard assignment)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ShardPlan:
+    """How one named input is cut into ``num_shards`` shards (shipped to the map tasks)."""
+
+    qindex: int
+    num_shards: int
+    offsets: dict[int, int]  # partition -> (rows before it) mod num_shards
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    progress: tuple | None = None  # the driver's ProgressServer, for a prompt error report
+
+    def report(self, exc: BaseException) -> None:
+        report_error(self.progress, {"feed": "map", "shard": -1}, f"{type(exc).__name__}: {exc}")
+
+
+def count_rows(partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, int]]:
+    """``mapPartitionsWithIndex`` function: (partition, number of rows)."""
+    n = 0
+    for _ in rows:
+        n += 1
+    yield partition, n
+
+
+# The partition index of a DataFrame's rows travels in this column (``spark_partition_id()``,
+# added by the driver): ``TaskContext.partitionId()`` would be the index in the *stage*, which
+# differs once several inputs are unioned into one shuffle.
+PARTITION_COLUMN = "__tfos_partition__"
+
+
+def _untag(batch: pa.RecordBatch) -> tuple[int | None, pa.RecordBatch]:
+    idx = batch.schema.get_field_index(PARTITION_COLUMN)
+    partition = batch.column(idx)[0].as_py() if batch.num_rows else None
+    keep = [i for i in range(batch.num_columns) if i != idx]
+    schema = pa.schema([batch.schema.field(i) for i in keep], metadata=batch.schema.metadata)
+    return partition, pa.RecordBatch.from_arrays([batch.column(i) for i in keep], schema=schema)
+
+
+def count_arrow(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` function (schema ``p int, n long``) over a tagged DataFrame: rows per partition."""
+    partition, n = None, 0
+    for batch in batches:
+        p, _ = _untag(batch)
+        partition = p if p is not None else partition
+        n += batch.num_rows
+    if n:
+        yield pa.RecordBatch.from_arrays([pa.array([partition], pa.int32()), pa.array([n], pa.int64())],
+                                         names=["p", "n"])
+
+
+def shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, tuple]]:
+    """``mapPartitionsWithIndex`` function: RDD rows -> ``(shard, (qindex, rows, arrow_ipc_bytes))``."""
+    try:
+        yield from _shard_rows(plan, partition, rows)
+    except FeedError as exc:
+        plan.report(exc)
+        raise
+
+
+def _shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, tuple]]:
+    n = plan.num_shards
+    offset = plan.offsets.get(partition, 0)
+    encoder = codec.RowEncoder(partition)
+    sizer = _ChunkSizer(plan.chunk_rows, plan.chunk_bytes)
+    buffers: list[list] = [[] for _ in range(n)]
+    firsts = [0] * n
+
+    def emit(k: int) -> tuple[int, tuple]:
+        batch = encoder.encode(buffers[k], firsts[k], n)
+        sizer.learn(batch)
+        buffers[k] = []
+        return k, (plan.qindex, batch.num_rows, codec.to_ipc(batch).to_pybytes())
+
+    for j, row in enumerate(rows):
+        k = (offset + j) % n
+        buf = buffers[k]
+        if not buf:
+            firsts[k] = j
+        buf.append(row)
+        if len(buf) >= sizer.rows:
+            yield emit(k)
+    for k in range(n):
+        if buffers[k]:
+            yield emit(k)
+
+
+SHARD_SCHEMA_DDL = "shard int, q int, rows long, payload binary"
+
+
+def shard_arrow(plan: ShardPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` function over a tagged DataFrame: batches -> rows ``(shard, q, rows, payload)``,
+    columnar throughout."""
+    n = plan.num_shards
+    offset = 0
+    pending: list[list[pa.RecordBatch]] = [[] for _ in range(n)]
+    pending_rows = [0] * n
+    pending_bytes = [0] * n
+    pos = 0
+
+    def emit(k: int) -> pa.RecordBatch:
+        payload = codec.to_ipc(pending[k]).to_pybytes()
+        out = pa.RecordBatch.from_arrays(
+            [pa.array([k], pa.int32()), pa.array([plan.qindex], pa.int32()), pa.array([pending_rows[k]], pa.int64()),
+             pa.array([payload], pa.binary())], names=["shard", "q", "rows", "payload"])
+        pending[k], pending_rows[k], pending_bytes[k] = [], 0, 0
+        return out
+
+    for tagged in batches:
+        partition, batch = _untag(tagged)
+        if pos == 0 and partition is not None:
+            offset = plan.offsets.get(partition, 0)
+        m = batch.num_rows
+        for k in range(n):
+            start = (k - offset - pos) % n
+            if start >= m:
+                continue
+            piece = batch.take(pa.array(np.arange(start, m, n, dtype=np.int64)))
+            pending[k].append(piece)
+            pending_rows[k] += piece.num_rows
+            pending_bytes[k] += piece.nbytes
+            if pending_rows[k] >= plan.chunk_rows or pending_bytes[k] >= plan.chunk_bytes:
+                yield emit(k)
+        pos += m
+    for k in range(n):
+        if pending_rows[k]:
+            yield emit(k)
+
+
+# ---------------------------------------------------------------------------------------------
+# training: feed side (barrier stage)
+# ---------------------------------------------------------------------------------------------
+class SpillFile:
+    """The chunks of one input of one shard on local disk, replayed once per epoch."""
+
+    def __init__(self, directory: str, name: str):
+        self.path = os.path.join(directory, name)
+        self._f = open(self.path, "w+b")  # noqa: SIM115 - closed in close()
+        self.chunks: list[tuple[int, int, int]] = []  # (offset, length, rows)
+        self.rows = 0
+        self._size = 0
+
+    def append(self, payload: bytes, rows: int) -> None:
+        self._f.write(payload)
+        self.chunks.append((self._size, len(payload), rows))
+        self._size += len(payload)
+        self.rows += rows
+
+    def finish(self) -> None:
+        self._f.flush()
+
+    def _read(self, i: int) -> bytes:
+        offset, length, _ = self.chunks[i]
+        return os.pread(self._f.fileno(), length, offset)
+
+    def _table(self, i: int) -> pa.Table:
+        return pa.Table.from_batches(codec.from_ipc(self._read(i)))
+
+    def epoch(self, epoch: int, target: int) -> Iterator[tuple[Any, int]]:
+        """(payload, rows) of one epoch of exactly ``target`` rows.
+
+        With more rows than ``target`` the surplus is skipped, at a position that moves each
+        epoch (so over the epochs every row is seen); with fewer, rows from the start of a
+        moving window are fed again at the end (wrap).
+        """
+        self._f.flush()
+        total = self.rows
+        if target == total or total == 0:
+            for i, (_, _, rows) in enumerate(self.chunks):
+                if target:
+                    yield self._read(i), rows
+            return
+        if target < total:
+            drop = total - target
+            start = (epoch * drop) % total
+            skipped = [(start, min(total, start + drop))]
+            if start + drop > total:
+                skipped.append((0, start + drop - total))
+            pos = 0
+            for i, (_, _, rows) in enumerate(self.chunks):
+                lo, hi = pos, pos + rows
+                pos = hi
+                cuts = [(max(a, lo), min(b, hi)) for a, b in skipped if a < hi and b > lo]
+                if not cuts:
+                    yield self._read(i), rows
+                    continue
+                table = self._table(i)
+                keep, cursor = [], lo
+                for a, b in sorted(cuts):
+                    if a > cursor:
+                        keep.append(table.slice(cursor - lo, a - cursor))
+                    cursor = b
+                if cursor < hi:
+                    keep.append(table.slice(cursor - lo, hi - cursor))
+                batches = [b for t in keep for b in t.to_batches() if b.num_rows]
+                if batches:
+                    yield codec.to_ipc(batches), sum(b.num_rows for b in batches)
+            return
+        # wrap: everything, then (target - total) rows again from a moving start
+        for i, (_, _, rows) in enumerate(self.chunks):
+            yield self._read(i), rows
+        extra = target - total
+        start = (epoch * extra) % total
+        while extra > 0:
+            pos = 0
+            for i, (_, _, rows) in enumerate(self.chunks):
+                lo, hi = pos, pos + rows
+                pos = hi
+                if extra <= 0 or hi <= start:
+                    continue
+                a = max(start, lo)
+                take = min(hi - a, extra)
+                piece = self._table(i).slice(a - lo, take)
+                yield codec.to_ipc(piece.to_batches()), take
+                extra -= take
+                start = a + take
+            start = 0
+
+    def close(self) -> None:
+        self._f.close()
+
+
+@dataclass
+class TrainPlan:
+    """Everything a shard feed task needs (shipped in the task closure)."""
+
+    cluster_id: str
+    qnames: list[str]
+    num_epochs: int
+    feed_timeout: float
+    end_feed: bool = True
+    remainder: str = "drop"  # or "wrap"
+    progress: tuple | None = None  # (host, port, key) of the driver's ProgressServer
+    feed_id: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def rows_per_epoch(self, sizes: list[int]) -> int:
+        if self.remainder == "wrap" and min(sizes) > 0:
+            return max(sizes)
+        return min(sizes)
+
+
+def _spill_dir() -> str:
+    local = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0]
+    base = local if local and os.path.isdir(local) else None
+    return tempfile.mkdtemp(prefix="tfos-feed-spill-", dir=base)
+
+
+def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[str]:
+    """Barrier ``mapPartitions`` function: feed one shard of every input to the local TF node.
+
+    Yields one JSON line of statistics for the driver.
+    """
+    from pyspark import BarrierTaskContext
+
+    ctx = BarrierTaskContext.get()
+    shard = ctx.partitionId()
+    directory = _spill_dir()
+    spills = [SpillFile(directory, f"{i}.arrows") for i in range(len(plan.qnames))]
+    reporter = None
+    try:
+        target = NodeTarget(pick_local_node(plan.cluster_id, shard))
+        for _, (qi, rows, payload) in pairs:
+            spills[qi].append(payload, rows)
+        for spill in spills:
+            spill.finish()
+        mine = {"shard": shard, "node": target.name, "host": socket.gethostname(),
+                "executor": target.node.get("executor_id"), "rows": [s.rows for s in spills]}
+        everyone = [json.loads(m) for m in ctx.allGather(json.dumps(mine))]
+        _check_one_task_per_node(everyone)
+        targets = [plan.rows_per_epoch([e["rows"][i] for e in everyone]) for i in range(len(spills))]
+        if plan.progress:
+            reporter = ProgressReporter(plan.progress, {"feed": plan.feed_id, "shard": shard, "node": target.name})
+        results = _feed_inputs(plan, target, shard, spills, targets, reporter)
+        stats = {"shard": shard, "node": target.name, "rows_in_shard": [s.rows for s in spills],
+                 "rows_per_epoch": targets, "inputs": results}
+        yield json.dumps(stats)
+    except Exception as exc:
+        report_error(plan.progress, {"feed": plan.feed_id, "shard": shard}, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if reporter is not None:
+            reporter.close()
+        for spill in spills:
+            spill.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_one_task_per_node(everyone: list[dict]) -> None:
+    by_node: dict[str, list[dict]] = {}
+    for e in everyone:
+        by_node.setdefault(e["node"], []).append(e)
+    for node, tasks in by_node.items():
+        if len(tasks) > 1:
+            where = ", ".join(f"shard {t['shard']} on {t['host']} executor {t['executor']}" for t in tasks)
+            raise FeedError(f"{len(tasks)} feed tasks landed on the executor of {node} ({where}): each worker "
+                            f"executor must run exactly one task at a time (spark.executor.cores=1, "
+                            f"spark.task.cpus=1, and one executor per TF worker)")
+
+
+def _feed_inputs(plan: TrainPlan, target: NodeTarget, shard: int, spills: list[SpillFile], targets: list[int],
+                 reporter: ProgressReporter | None) -> dict:
+    cancel = threading.Event()
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[plan.qnames[i]] = _feed_input(plan, target, shard, i, spills[i], targets[i], reporter, cancel)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the task thread
+            errors.append(exc)
+            cancel.set()
+
+    if len(spills) == 1:
+        run(0)
+    else:
+        threads = [threading.Thread(target=run, args=(i,), name=f"tfos-feed-{q}", daemon=True)
+                   for i, q in enumerate(plan.qnames)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        real = [e for e in errors if not isinstance(e, FeedTerminated)]
+        raise (real or errors)[0]
+    return results
+
+
+def _feed_input(plan: TrainPlan, target: NodeTarget, shard: int, qi: int, spill: SpillFile, rows_per_epoch: int,
+                reporter: ProgressReporter | None, cancel: threading.Event) -> dict:
+    qname = plan.qnames[qi]
+    timeout = plan.feed_timeout
+    fed = 0
+    what = f"shard {shard} of input {qname!r}"
+    state = "done"
+    try:
+        conn = open_feed(target, qname, mode="train", partition=shard, feed_timeout=timeout, cancel=cancel,
+                         extra={"epochs": plan.num_epochs, "rows_per_epoch": rows_per_epoch, "feed": plan.feed_id})
+    except FeedTerminated as exc:
+        logger.info("%s: not feeding %s: %s", target.name, what, exc)
+        return {"state": "terminated", "rows": 0}
+    data_done = False
+    try:
+        for epoch in range(plan.num_epochs):
+            slow = (f"{target.name} to read more of {what} (epoch {epoch + 1}/{plan.num_epochs}): it stopped "
+                    f"consuming; raise feed_timeout if a step can take longer")
+            for payload, rows in spill.epoch(epoch, rows_per_epoch):
+                conn.send(ch.DATA, payload, timeout=timeout, what=slow)
+                fed += rows
+                if reporter is not None:
+                    reporter.add(qname, rows)
+            if epoch == plan.num_epochs - 1:
+                data_done = True
+            conn.send_control(ch.END_EPOCH, {"epoch": epoch, "rows": rows_per_epoch}, timeout=timeout, what=slow)
+        conn.send_control(ch.END_FEED if plan.end_feed else ch.END_PARTITION, {"rows": fed}, timeout=timeout,
+                          what=f"{target.name} to read the end of {what}")
+    except BaseException as exc:
+        if data_done and isinstance(exc, PeerGone):
+            state = "done"  # everything was delivered; the TF side left before reading the end marker
+        else:
+            err = target.explain(exc, qname, what, conn)
+            if not isinstance(err, FeedTerminated):
+                if err is exc:
+                    raise
+                raise err from exc
+            logger.info("%s: stopped feeding %s after %d rows: %s", target.name, what, fed, err)
+            state = "terminated"
+    finally:
+        conn.close()
+    if reporter is not None:
+        reporter.state(qname, state)
+    return {"state": state, "rows": fed}
+
+
+# ---------------------------------------------------------------------------------------------
+# inference
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class InferencePlan:
+    cluster_id: str
+    qname: str
+    feed_timeout: float
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    output_schema: bytes | None = None  # serialized pa.Schema for DataFrame output
+
+
+class _InferenceSession:
+    """One partition's connection: sends chunks, collects results in order."""
+
+    def __init__(self, plan: InferencePlan, partition: int):
+        self.plan, self.partition = plan, partition
+        self.target = NodeTarget(pick_local_node(plan.cluster_id, partition))
+        self.what = f"partition {partition} of input {plan.qname!r}"
+        try:
+            self.conn = open_feed(self.target, plan.qname, mode="inference", partition=partition,
+                                  feed_timeout=plan.feed_timeout)
+        except FeedTerminated as exc:
+            raise FeedError(f"cannot run inference on {self.what}: {exc} (terminate() ends inference "
+                            f"before every row has its output)") from exc
+        self.sent = 0
+        self.received = 0
+
+    def fail(self, exc: BaseException) -> BaseException:
+        err = self.target.explain(exc, self.plan.qname, self.what, self.conn)
+        if isinstance(err, FeedTerminated):
+            return FeedError(f"inference of {self.what} stopped after {self.received} of {self.sent} outputs: {err}")
+        return err
+
+    def send(self, payload: Any, rows: int) -> None:
+        self.conn.send(ch.DATA, payload, timeout=self.plan.feed_timeout,
+                       what=f"{self.target.name} to read more of {self.what}")
+        self.sent += rows
+
+    def _results(self, msg: ch.Message) -> list:
+        if msg.type in ch.INTERRUPTS:
+            raise ch.Interrupted(msg, self.target.name)
+        if msg.type != ch.RESULTS:
+            raise FeedError(f"unexpected {msg.name} message from {self.target.name} during {self.what}")
+        import pickle
+
+        values = codec.split_results(pickle.loads(msg.payload))
+        self.received += len(values)
+        if self.received > self.sent:
+            raise FeedError(f"{self.target.name} returned {self.received} results for the {self.sent} rows of "
+                            f"{self.what}: batch_results() must get exactly one result per row")
+        return values
+
+    def ready(self) -> list:
+        out: list = []
+        while (msg := self.conn.poll_message()) is not None:
+            out.extend(self._results(msg))
+        return out
+
+    def finish(self) -> Iterator[list]:
+        self.conn.send_control(ch.END_PARTITION, {"rows": self.sent}, timeout=self.plan.feed_timeout,
+                               what=f"{self.target.name} to read the end of {self.what}")
+        while self.received < self.sent:
+            msg = self.conn.recv(timeout=self.plan.feed_timeout,
+                                 what=f"{self.target.name} to return the results of {self.what} ({self.received} of "
+                                      f"{self.sent} so far; is main_fun calling batch_results()?)")
+            yield self._results(msg)
+
+
+def infer_rows(plan: InferencePlan, partition: int, rows: Iterable[Any]) -> Iterator[Any]:
+    """``mapPartitionsWithIndex`` function: one output per input row, in order."""
+    session = _InferenceSession(plan, partition)
+    try:
+        encoder = codec.RowEncoder(partition)
+        sizer = _ChunkSizer(plan.chunk_rows, plan.chunk_bytes)
+        for first, chunk in _chunks(rows, sizer):
+            batch = encoder.encode(chunk, first)
+            sizer.learn(batch)
+            session.send(codec.to_ipc(batch), batch.num_rows)
+            yield from session.ready()
+        for values in session.finish():
+            yield from values
+    except (PeerGone, ch.Interrupted, FeedTerminated) as exc:
+        raise session.fail(exc) from exc
+    finally:
+        session.conn.close()
+
+
+def infer_arrow(plan: InferencePlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` function: DataFrame batches in, output batches (``plan.output_schema``) out."""
+    from pyspark import TaskContext
+
+    schema = pa.ipc.read_schema(pa.py_buffer(plan.output_schema))
+    session = _InferenceSession(plan, TaskContext.get().partitionId())
+    try:
+        for batch in batches:
+            for start in range(0, batch.num_rows, plan.chunk_rows):
+                piece = batch.slice(start, plan.chunk_rows)
+                session.send(codec.to_ipc(piece), piece.num_rows)
+            values = session.ready()
+            if values:
+                yield codec.results_to_batch(values, schema)
+        for values in session.finish():
+            if values:
+                yield codec.results_to_batch(values, schema)
+    except (PeerGone, ch.Interrupted, FeedTerminated) as exc:
+        raise session.fail(exc) from exc
+    finally:
+        session.conn.close()
+
+
+def infer_arrow_pickled(plan: InferencePlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Like :func:`infer_arrow` without an output schema: each output row pickled (``out binary``)."""
+    import pickle
+
+    from pyspark import TaskContext
+
+    session = _InferenceSession(plan, TaskContext.get().partitionId())
+
+    def pack(values: list) -> pa.RecordBatch:
+        return pa.RecordBatch.from_arrays([pa.array([pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
+                                                     for v in values], pa.binary())], names=["out"])
+
+    try:
+        for batch in batches:
+            for start in range(0, batch.num_rows, plan.chunk_rows):
+                piece = batch.slice(start, plan.chunk_rows)
+                session.send(codec.to_ipc(piece), piece.num_rows)
+            values = session.ready()
+            if values:
+                yield pack(values)
+        for values in session.finish():
+            if values:
+                yield pack(values)
+    except (PeerGone, ch.Interrupted, FeedTerminated) as exc:
+        raise session.fail(exc) from exc
+    finally:
+        session.conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# end of feed
+# ---------------------------------------------------------------------------------------------
+def end_feed_task(cluster_id: str, qnames: list[str] | None, _rows: Iterable[Any]) -> Iterator[str]:
+    """Mark the feed ended for every local node (all inputs, or ``qnames``); yields the node names."""
+    from tfos.feed.registry import find_local_nodes
+
+    for node in find_local_nodes(cluster_id):
+        fdir = ch.FeedDir(node["feed_dir"])
+        if not os.path.isdir(node["feed_dir"]):
+            continue
+        for q in qnames or [None]:
+            fdir.mark_ended(q)
+        yield node_name(node)

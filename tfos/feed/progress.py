@@ -1,0 +1,260 @@
+"""Feed progress: shard feed tasks report rows fed; the driver logs rows and rows/s.
+
+The same channel carries a failing task's error to the driver at once, so that ``train``
+cancels the feed job and raises that error instead of waiting for Spark's retries.
+
+The driver's :class:`ProgressServer` listens on the driver host; each feed task's
+:class:`ProgressReporter` sends a cumulative report about once a second. Frames are
+``length(4, big endian) | JSON | HMAC-SHA256(key, JSON)`` with a fresh random key per feed
+(shipped to the tasks in the job closure); the server never unpickles, drops any frame that
+is too long, unauthenticated or malformed, and keeps serving. Progress is best effort: a
+reporter that cannot reach the driver stays silent and the feed goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+logger = logging.getLogger("tfos.feed")
+
+MAX_FRAME = 64 * 1024
+_LEN = struct.Struct(">I")
+REPORT_EVERY = 1.0
+
+
+def _sign(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).digest()
+
+
+class ProgressServer:
+    """Driver side: collects reports, logs progress every ``log_every`` seconds (tqdm on a terminal)."""
+
+    def __init__(self, host: str, totals: dict[str, int], *, desc: str = "feed", log_every: float = 10.0,
+                 use_tqdm: bool | None = None, log: bool = True, on_error: Any = None):
+        self.key = secrets.token_bytes(32)
+        self.totals = dict(totals)
+        self.desc = desc
+        self.log_every = log_every
+        self.log = log
+        self.on_error = on_error
+        self.errors: list[str] = []
+        self._rows: dict[tuple, dict[str, int]] = {}  # (feed, shard) -> qname -> rows (cumulative)
+        self._states: dict[tuple, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._sock = socket.create_server((host, 0))
+        self._sock.settimeout(0.5)
+        self.address = (host, self._sock.getsockname()[1], self.key.hex())
+        self._bar = None
+        if use_tqdm is None:
+            use_tqdm = log and sys.stderr.isatty()
+        if use_tqdm:
+            try:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=sum(self.totals.values()) or None, desc=desc, unit="rows", unit_scale=True)
+            except ImportError:
+                self._bar = None
+        self._shown = 0
+        self._threads = [threading.Thread(target=self._accept_loop, name="tfos-progress-accept", daemon=True),
+                         threading.Thread(target=self._log_loop, name="tfos-progress-log", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    # -- collecting ----------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="tfos-progress-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(60.0)
+        try:
+            with conn:
+                while not self._stop.is_set():
+                    head = _recv_exact(conn, _LEN.size)
+                    if head is None:
+                        return
+                    (length,) = _LEN.unpack(head)
+                    if length > MAX_FRAME:
+                        return
+                    frame = _recv_exact(conn, length + 32)
+                    if frame is None:
+                        return
+                    body, mac = frame[:length], frame[length:]
+                    if not hmac.compare_digest(mac, _sign(self.key, body)):
+                        logger.warning("dropped an unauthenticated progress report")
+                        return
+                    self._update(json.loads(body))
+        except (OSError, ValueError, TypeError, KeyError):
+            return
+
+    def _update(self, report: dict) -> None:
+        if report.get("error"):
+            message = str(report["error"])
+            with self._lock:
+                self.errors.append(message)
+            if self.on_error is not None:
+                try:
+                    self.on_error(message)
+                except Exception:  # noqa: BLE001 - the error is kept in self.errors anyway
+                    logger.exception("progress error callback failed")
+            return
+        ident = (str(report["feed"]), int(report["shard"]))
+        rows = {str(k): int(v) for k, v in dict(report.get("rows", {})).items()}
+        states = {str(k): str(v) for k, v in dict(report.get("states", {})).items()}
+        with self._lock:
+            self._rows[ident] = rows
+            self._states[ident] = states
+
+    # -- reading -------------------------------------------------------------------------------
+    def rows(self) -> dict[str, int]:
+        """Rows fed so far per input."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for rows in self._rows.values():
+                for q, n in rows.items():
+                    out[q] = out.get(q, 0) + n
+        return out
+
+    def states(self) -> dict[tuple, dict[str, str]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._states.items()}
+
+    def line(self) -> str:
+        rows = self.rows()
+        elapsed = max(1e-6, time.monotonic() - self._started)
+        parts = []
+        for q, total in self.totals.items():
+            n = rows.get(q, 0)
+            pct = f" ({100.0 * n / total:.1f}%)" if total else ""
+            parts.append(f"{q}: {n}/{total} rows{pct}")
+        return f"{self.desc}: " + ", ".join(parts) + f", {sum(rows.values()) / elapsed:.0f} rows/s"
+
+    def _log_loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(0.5):
+            fed = sum(self.rows().values())
+            if self._bar is not None and fed > self._shown:
+                self._bar.update(fed - self._shown)
+                self._shown = fed
+            if self._bar is None and self.log and self.totals and time.monotonic() - last >= self.log_every:
+                last = time.monotonic()
+                logger.info(self.line())
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        if self._bar is not None:
+            fed = sum(self.rows().values())
+            if fed > self._shown:
+                self._bar.update(fed - self._shown)
+            self._bar.close()
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+class ProgressReporter:
+    """Task side: cumulative rows per input, sent about once a second (best effort).
+
+    ``background=False`` sends nothing by itself (for a one-shot :meth:`error`).
+    """
+
+    def __init__(self, address: tuple, ident: dict[str, Any], *, background: bool = True):
+        host, port, key_hex = address
+        self._addr = (host, int(port))
+        self._key = bytes.fromhex(key_hex)
+        self._ident = dict(ident)
+        self._rows: dict[str, int] = {}
+        self._states: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._broken = False
+        self._thread = None
+        if background:
+            self._thread = threading.Thread(target=self._loop, name="tfos-progress-report", daemon=True)
+            self._thread.start()
+
+    def add(self, qname: str, rows: int) -> None:
+        with self._lock:
+            self._rows[qname] = self._rows.get(qname, 0) + rows
+
+    def state(self, qname: str, state: str) -> None:
+        with self._lock:
+            self._states[qname] = state
+
+    def _send(self, extra: dict | None = None) -> None:
+        if self._broken:
+            return
+        with self._lock:
+            report = dict(self._ident, rows=dict(self._rows), states=dict(self._states))
+        if extra:
+            report.update(extra)
+        body = json.dumps(report).encode()
+        if len(body) > MAX_FRAME:
+            body = json.dumps(dict(report, error=str(report.get("error", ""))[-MAX_FRAME // 2:])).encode()
+        try:
+            if self._sock is None:
+                self._sock = socket.create_connection(self._addr, timeout=5.0)
+            self._sock.sendall(_LEN.pack(len(body)) + body + _sign(self._key, body))
+        except OSError:
+            self._broken = True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(REPORT_EVERY):
+            self._send()
+
+    def error(self, message: str) -> None:
+        """Report ``message`` as this task's failure (synchronously, best effort)."""
+        self._broken = False
+        self._send({"error": message})
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._send()
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+
+def report_error(address: tuple | None, ident: dict[str, Any], message: str) -> None:
+    """One-shot error report to the driver's ProgressServer at ``address`` (if any)."""
+    if not address:
+        return
+    reporter = ProgressReporter(address, ident, background=False)
+    try:
+        reporter.error(message)
+    finally:
+        reporter.close()
