@@ -59,3 +59,16 @@ def test_mnist_data_setup_rejects_mismatched_files(tmp_path):
                            "--output", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0
     assert "has 22699 images but" in proc.stderr and "has 10000 labels" in proc.stderr
+
+
+@pytest.mark.slow
+def test_mnist_spark_feeds_train_and_validation_inputs(mnist_tfr):
+    stdout, output = run_script("mnist_spark.py", "--cluster_size", "2", "--images_labels", "mnist/train",
+                                "--test_images_labels", "mnist/test", "--model_dir", "spark_model",
+                                "--export_dir", "spark_export", "--epochs", "1", cwd=str(mnist_tfr))
+    # Exact epochs: both inputs split evenly over the 2 workers, the remainder logged.
+    assert "input 'train': 22699 rows over 2 workers -> 11349 rows per worker per epoch" in output
+    assert "input 'validation': 2000 rows over 2 workers -> 1000 rows per worker per epoch" in output
+    assert "val_accuracy" in output
+    accuracy = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))
+    assert accuracy >= 0.90

@@ -29,7 +29,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -642,11 +642,11 @@ def infer_rows(plan: InferencePlan, partition: int, rows: Iterable[Any]) -> Iter
         session.conn.close()
 
 
-def infer_arrow(plan: InferencePlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` function: DataFrame batches in, output batches (``plan.output_schema``) out."""
+def _infer_batches(plan: InferencePlan, batches: Iterable[pa.RecordBatch],
+                   pack: Callable[[list], pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Send DataFrame batches through the local node in chunks; yield ``pack(outputs)`` in order."""
     from pyspark import TaskContext
 
-    schema = pa.ipc.read_schema(pa.py_buffer(plan.output_schema))
     session = _InferenceSession(plan, TaskContext.get().partitionId())
     try:
         for batch in batches:
@@ -655,48 +655,33 @@ def infer_arrow(plan: InferencePlan, batches: Iterable[pa.RecordBatch]) -> Itera
                 session.send(codec.to_ipc(piece), piece.num_rows)
             values = session.ready()
             if values:
-                yield codec.results_to_batch(values, schema)
+                yield pack(values)
         for values in session.finish():
             if values:
-                yield codec.results_to_batch(values, schema)
+                yield pack(values)
     except (PeerGone, ch.Interrupted, FeedTerminated) as exc:
         raise session.fail(exc) from exc
     finally:
         session.conn.close()
+
+
+def infer_arrow(plan: InferencePlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` function: DataFrame batches in, output batches (``plan.output_schema``) out."""
+    schema = pa.ipc.read_schema(pa.py_buffer(plan.output_schema))
+    return _infer_batches(plan, batches, lambda values: codec.results_to_batch(values, schema))
 
 
 def infer_arrow_pickled(plan: InferencePlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Like :func:`infer_arrow` without an output schema: each output row pickled (``out binary``)."""
     import pickle
 
-    from pyspark import TaskContext
-
-    session = _InferenceSession(plan, TaskContext.get().partitionId())
-
     def pack(values: list) -> pa.RecordBatch:
         return pa.RecordBatch.from_arrays([pa.array([pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
                                                      for v in values], pa.binary())], names=["out"])
 
-    try:
-        for batch in batches:
-            for start in range(0, batch.num_rows, plan.chunk_rows):
-                piece = batch.slice(start, plan.chunk_rows)
-                session.send(codec.to_ipc(piece), piece.num_rows)
-            values = session.ready()
-            if values:
-                yield pack(values)
-        for values in session.finish():
-            if values:
-                yield pack(values)
-    except (PeerGone, ch.Interrupted, FeedTerminated) as exc:
-        raise session.fail(exc) from exc
-    finally:
-        session.conn.close()
+    return _infer_batches(plan, batches, pack)
 
 
-# ---------------------------------------------------------------------------------------------
-# end of feed
-# ---------------------------------------------------------------------------------------------
 def end_feed_task(cluster_id: str, qnames: list[str] | None, _rows: Iterable[Any]) -> Iterator[str]:
     """Mark the feed ended for every local node (all inputs, or ``qnames``); yields the node names."""
     from tfos.feed.registry import find_local_nodes
