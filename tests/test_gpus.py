@@ -7,7 +7,6 @@ nvidia-smi is replaced by ``tests/resources/fake_nvidia_smi.sh`` and Spark's GPU
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -220,10 +219,6 @@ def test_spark_gpu_scheduling_and_nvidia_smi_give_each_node_distinct_devices(tmp
         assert all(t["env"]["CUDA_VISIBLE_DEVICES"] == t["devices"][0] for t in tasks)
         assert all(too_many in t["too_many"] for t in tasks), tasks
 
-    import tfos.cluster.node
-
-    if "assign_gpus" not in inspect.getsource(tfos.cluster.node):
-        pytest.skip("tfos/cluster/node.py does not call assign_gpus yet: TF-node part not checked")
     for phase in ("spark", "nvidia_smi"):
         nodes = got[phase]["nodes"]
         assert sorted(n["gpus"][0] for n in nodes.values()) == ["0", "1"], (phase, nodes)
