@@ -62,7 +62,16 @@ def test_mnist_data_setup_rejects_mismatched_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_mnist_spark_feeds_train_and_validation_inputs(mnist_tfr):
+def test_mnist_spark_feeds_train_and_validation_inputs_then_inference(mnist_tfr):
+    # Without an export, mnist_inference.py fails before the cluster starts, naming the path.
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    proc = subprocess.run([sys.executable, os.path.join(MNIST, "mnist_inference.py"), "--images_labels",
+                           "mnist/test", "--export_dir", "no_such_export"], cwd=str(mnist_tfr), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert re.search(r"--export_dir \S+/no_such_export: no such directory", proc.stderr), proc.stderr[-3000:]
+    assert "starting TF cluster" not in proc.stderr
+
     stdout, output = run_script("mnist_spark.py", "--cluster_size", "2", "--images_labels", "mnist/train",
                                 "--test_images_labels", "mnist/test", "--model_dir", "spark_model",
                                 "--export_dir", "spark_export", "--epochs", "1", cwd=str(mnist_tfr))
@@ -72,3 +81,15 @@ def test_mnist_spark_feeds_train_and_validation_inputs(mnist_tfr):
     assert "val_accuracy" in output
     accuracy = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))
     assert accuracy >= 0.90
+    # Batch inference in InputMode.SPARK with the export: one output per test image.
+    stdout, output = run_script("mnist_inference.py", "--cluster_size", "2", "--images_labels", "mnist/test",
+                                "--export_dir", "spark_export", "--output", "predictions", cwd=str(mnist_tfr))
+    lines = stdout.strip().splitlines()
+    assert re.match(r"inferred 10000 rows in [\d.]+s \(\d+ rows/s\)$", lines[-2]), lines[-2]
+    inferred = float(re.fullmatch(r"inference accuracy: (0\.\d{4})", lines[-1]).group(1))
+    assert inferred >= 0.90
+    assert abs(inferred - accuracy) <= 0.001  # the same model on the same 10,000 images
+    assert "saved 10000 predictions to" in output
+    saved = [line for part in (mnist_tfr / "predictions").glob("part-*.csv")
+             for line in part.read_text().splitlines()[1:]]  # each part has a header line
+    assert len(saved) == 10000
