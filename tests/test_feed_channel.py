@@ -108,6 +108,27 @@ def test_codec_widens_ints_to_floats_and_nulls_to_types():
     assert enc.encode([(2, 1.5)]).schema.types == [pa.int64(), pa.float64()]
 
 
+def test_codec_packs_lists_of_numbers_densely_and_gives_them_back_unchanged():
+    # MNIST-like rows as parsed from CSV: a list of 784 small ints and a label.
+    rng = np.random.default_rng(1)
+    rows = [(rng.integers(0, 256, 784).tolist(), i % 10) for i in range(300)]
+    batch = codec.RowEncoder(0).encode(rows)
+    assert batch.nbytes < 300 * 800  # one byte per pixel on the wire, not eight
+    back = codec.rows_from_batch(batch)
+    assert back == rows and type(back[0][0]) is list and type(back[0][0][0]) is int
+    pixels = codec.column_to_numpy(batch.column(0), batch.schema.field(0))
+    assert pixels.dtype == np.int64 and pixels.shape == (300, 784)
+    assert np.array_equal(pixels, np.array([r[0] for r in rows]))
+    # Later chunks may be ragged, hold floats or nulls: they fall back to plain lists, values intact.
+    enc = codec.RowEncoder(2)
+    chunks = [[([1, 2, 3],), ([4, 5, -6],)], [([1, 2],), ([3, 4, 5],)], [([1.5, 2.0],), ([None, 1.0],)],
+              [([True, False],), ([1, 0],)], [([7, 8],), ([9, 10],)]]
+    for chunk in chunks:
+        assert codec.rows_from_batch(enc.encode(chunk)) == [tuple(r) for r in chunk]
+    with pytest.raises(MalformedRowError, match=r"partition 2, row offset 41: field '_0': expected list"):
+        enc.encode([([1],), (["x"],)], first_offset=40)
+
+
 def test_spill_epochs_drop_and_wrap_move_through_the_shard(tmp_path):
     spill = feeder.SpillFile(str(tmp_path), "s")
     enc = codec.RowEncoder(0)

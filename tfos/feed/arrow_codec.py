@@ -47,6 +47,7 @@ ROW_KIND_KEY = b"tfos.row_kind"
 ENCODING_KEY = b"tfos.encoding"
 PICKLE = b"pickle"
 BOOL_TENSOR = b"bool"  # Arrow tensors cannot hold bool: stored as uint8 0/1, viewed back as bool
+DTYPE_KEY = b"tfos.dtype"  # dense integer lists stored narrower than their values' dtype: that dtype
 KINDS = ("tuple", "list", "row", "dict", "ndarray", "scalar", "object")
 _SCALAR_TYPES = (bool, int, float, str, bytes, np.generic)
 _NUMERIC_KINDS = "biuf"
@@ -87,12 +88,15 @@ class _ColumnCodec:
 
     def __init__(self, name: str):
         self.name = name
-        self.mode: str | None = None  # "arrow" | "tensor" | "pickle"; None until known
+        self.mode: str | None = None  # "arrow" | "tensor" | "pickle" | "dense"; None until known
         self.type: pa.DataType | None = None
         self.shape: tuple[int, ...] = ()
         self.dtype: np.dtype | None = None
+        self._chunk_field: pa.Field | None = None  # "dense": the field of the chunk just encoded
 
     def field(self) -> pa.Field:
+        if self.mode == "dense" and self._chunk_field is not None:
+            return self._chunk_field
         if self.mode == "pickle":
             return pa.field(self.name, pa.binary(), metadata={ENCODING_KEY: PICKLE})
         if self.mode == "tensor" and self.dtype == np.bool_:
@@ -106,6 +110,8 @@ class _ColumnCodec:
             return _pickled(values)
         if self.mode == "tensor":
             return self._tensor(values, err)
+        if self.mode == "dense":
+            return self._dense(values, err)
         return self._arrow(values, err)
 
     # first chunk: choose the codec
@@ -124,6 +130,12 @@ class _ColumnCodec:
                                              for v in values)):
                 self.mode = "pickle"
                 return _pickled(values)
+        if type(sample) is list and sample and type(sample[0]) in (int, float, bool):
+            dense = _dense_numbers(values)
+            if dense is not None:
+                self.mode = "dense"
+                self.type = pa.list_(pa.from_numpy_dtype(dense.dtype))
+                return self._pack_dense(dense)
         try:
             arr = pa.array(values)
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
@@ -156,6 +168,39 @@ class _ColumnCodec:
         self.type = unified  # widened (e.g. int64 -> double); the TF side handles both
         return arr
 
+    def _dense(self, values: Sequence[Any], err: _Locator) -> pa.Array:
+        """Lists of numbers: one dense chunk where they allow it, else the general path."""
+        dense = _dense_numbers(values)
+        if dense is not None:
+            unified = _unify(self.type, pa.list_(pa.from_numpy_dtype(dense.dtype)))
+            if unified is not None:
+                self.type = unified
+                return self._pack_dense(dense)
+        self._chunk_field = None
+        self.mode = "arrow"  # ragged, nulls, or another type: from now on like any Arrow column
+        try:
+            return self._arrow(values, err)
+        finally:
+            if self.mode == "arrow" and pa.types.is_list(self.type):
+                self.mode = "dense"  # later chunks may be dense again
+
+    def _pack_dense(self, dense: np.ndarray) -> pa.Array:
+        """A (rows, width) array as a fixed-size list, integers stored in the narrowest type that holds them."""
+        rows, width = dense.shape
+        meta = None
+        if dense.dtype.kind in "iu" and dense.size:
+            narrow = np.result_type(np.min_scalar_type(dense.min()), np.min_scalar_type(dense.max()))
+            if narrow.itemsize < dense.dtype.itemsize:
+                meta = {DTYPE_KEY: dense.dtype.str.encode()}
+                dense = dense.astype(narrow)
+        storage = np.uint8 if dense.dtype == np.bool_ else dense.dtype
+        flat = pa.array(np.ascontiguousarray(dense).reshape(-1).view(storage))
+        if dense.dtype == np.bool_:
+            flat = flat.cast(pa.bool_())
+        arr = pa.FixedSizeListArray.from_arrays(flat, width)
+        self._chunk_field = pa.field(self.name, arr.type, metadata=meta)
+        return arr
+
     def _tensor(self, values: Sequence[Any], err: _Locator) -> pa.Array:
         dtype = self.dtype
         for i, v in enumerate(values):
@@ -169,6 +214,17 @@ class _ColumnCodec:
         if dtype == np.bool_:
             stacked = stacked.view(np.uint8)
         return pa.FixedShapeTensorArray.from_numpy_ndarray(stacked)
+
+
+def _dense_numbers(values: Sequence[Any]) -> np.ndarray | None:
+    """``values`` (Python lists of numbers, all of one length) as one 2-D numpy array; else None."""
+    try:
+        dense = np.array(values)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if dense.ndim != 2 or dense.dtype.kind not in "biuf" or not all(type(v) is list for v in values):
+        return None
+    return dense
 
 
 def _unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
@@ -342,7 +398,29 @@ def column_values(array: pa.Array, field: pa.Field) -> list:
         if not nd.flags.writeable:
             nd = nd.copy()
         return list(nd)
+    if _numeric_lists(array.type) and _no_nulls(array):
+        nd = column_to_numpy(array, field)
+        if nd.dtype != object:  # uniform: numpy builds the Python values far faster than Arrow
+            return nd.tolist()
     return array.to_pylist()
+
+
+def _no_nulls(array: pa.Array) -> bool:
+    """No null anywhere in ``array``, nested list values included."""
+    while True:
+        if array.null_count:
+            return False
+        if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
+                or pa.types.is_fixed_size_list(array.type)):
+            return True
+        array = array.flatten()
+
+
+def _numeric_lists(typ: pa.DataType) -> bool:
+    """A number type, or (fixed-size) lists of them, nested at any depth."""
+    while pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        typ = typ.value_type
+    return pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
 
 
 def rows_from_batch(batch: pa.RecordBatch) -> list:
@@ -393,7 +471,11 @@ def column_to_numpy(array: pa.Array | pa.ChunkedArray, field: pa.Field | None = 
     if pa.types.is_null(typ):
         return np.full(len(array), None, dtype=object)
     if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
-        return _list_to_numpy(array)
+        out = _list_to_numpy(array)
+        logical = field.metadata.get(DTYPE_KEY) if field is not None and field.metadata else None
+        if logical and out.dtype != object:
+            out = out.astype(np.dtype(logical.decode()))
+        return out
     if pa.types.is_struct(typ):
         names = {typ.field(i).name for i in range(typ.num_fields)}
         if names == _VECTOR_FIELDS:
