@@ -1,38 +1,1064 @@
-"""Feed throughput: rows/s and MB/s from a feed task into a TF-side DataFeed, and peak memory.
+"""Feed throughput (issue 3): tfos's InputMode.SPARK feed side by side with the old way, in one run.
 
-Two measurements, both with real processes and a real Unix socket:
+``compare`` (the default sub-command) runs on a real Spark standalone cluster (2 single-core
+workers on 127.0.0.1) with MNIST-shaped rows built from the real training images in
+``examples/mnist/data`` (row ``i`` is image ``i mod 22699`` and its label), for each size in
+``--sizes`` (default 60,000 and 1,000,000 rows):
+
+(a) RDD of Python rows ``(784 Python ints, label)``, 2 TF workers, every consumer building
+    ``float32``/``int64`` numpy batches of 128 from the rows (one shared ``consume`` function):
+    - **tfos**: ``cluster.train(rdd)``, the TF side looping ``feed.next_batch(128)`` until
+      ``should_stop()``;
+    - **baseline, the old way** (TensorFlowOnSpark 1.x/2.x): each node's ``main_fun`` starts a
+      ``multiprocessing`` manager serving a queue; ``rdd.mapPartitions`` feed tasks connect to
+      the manager of their executor and ``put`` every row (pickled by the proxy), the consumer
+      ``get``\\ s one row at a time. After the feed job the driver runs one barrier task per
+      executor that puts a final marker with the rows that node was sent (as TFoS's shutdown
+      job fed ``None``), so every consumer knows it has seen everything;
+    - **single-process bound**: the same rows (same ``make_rows``) through the same consumer
+      in the driver process, no Spark, no transport.
+(b) DataFrame ``image binary`` (784 raw bytes; ``--image-column array`` for ``array<tinyint>``)
+    + ``label int``, cached and materialised first: tfos ``cluster.train(df)`` into
+    ``feed.dataset(128)`` decoded and reduced in TensorFlow (no per-row Python in main_fun),
+    against Spark alone scanning the same cached DataFrame through Arrow
+    (``mapInArrow`` counting rows).
+(c) Peak RSS, sampled from ``/proc`` every 0.2 s during (a)-tfos and (b): the TF processes
+    and the feeding side (every Spark Python worker of this run), each as the largest process
+    and as the sum over the group. Target: the largest process of each group grows by < 200 MB
+    from the smallest to the largest size (the growth of the sums is reported too; a single
+    size reports the peaks only).
+(d) Inference: ``cluster.inference(rdd)`` with a numpy nearest-centroid model on the TF side
+    (``feed.batches(128)`` -> predictions -> ``feed.batch_results``) against
+    ``rdd.mapPartitions`` running the same model per 128-row batch with no TF cluster; both
+    counted by the same ``mapPartitions`` + ``collect``.
+
+Rates are rows / wall seconds from the start of the feeding call (``cluster.train``, the
+baseline's feed job, ``inference``...) to the moment the last consumer has consumed its last row
+(``main_fun`` writes its counts, checksums and that time to a JSON file in a shared temporary
+directory). Row counts and label/pixel checksums of every path are checked against the expected
+values. For each size, (a) and then (b)+(d) run in their own Spark application (fresh executors
+and Python workers, so RSS peaks start from the same state), after a warm-up job; each
+measurement starts its own TF cluster (its start is not timed).
+
+    .venv/bin/python benchmarks/feed_throughput.py --sizes 60000,1000000
+    .venv/bin/python benchmarks/feed_throughput.py --sizes 6000 --only a,d
+
+Prints progress lines, then one table per size (rows/s, ratios, targets, PASS/FAIL) and one
+JSON line with every figure. The exit status is 0 whether or not targets are met.
+
+The earlier micro-benchmarks stay available as sub-commands:
 
 ``channel``  the shard feeder (``tfos.feed.feeder``) replaying a local spill file into one
-             consumer process that reads with ``DataFeed.batches()`` (columnar, what
-             ``dataset()`` uses) or ``next_batch()`` (rows, TensorFlowOnSpark style).
-``spark``    ``tfos.feed.feed_job.train`` on ``local[N]`` (count, shuffle, barrier feed) into
-             N consumer processes.
+             consumer process that reads with ``DataFeed.batches()`` or ``next_batch()``.
+``spark``    ``tfos.feed.feed_job.train`` on ``local[N]`` into N stand-in consumer processes.
 
-Usage::
-
-    python benchmarks/feed_throughput.py channel --rows 200000 --width 784 --read batches
-    python benchmarks/feed_throughput.py spark --rows 100000 --workers 2 --epochs 2
-
-Prints one JSON line per run (rows/s, MB/s, peak RSS of feeder and consumer in MB).
+    .venv/bin/python benchmarks/feed_throughput.py channel --rows 200000 --width 784 --read batches
+    .venv/bin/python benchmarks/feed_throughput.py spark --rows 100000 --workers 2 --epochs 2
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
+import logging
+import math
 import multiprocessing as mp
 import os
 import resource
+import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
+import uuid
+from functools import partial
+from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MNIST_DIR = os.path.join(ROOT, "examples", "mnist", "data")
+WORKERS = 2
+ROWS_PER_PARTITION = 25_000
+MARKER_ENV = "TFOS_FEED_BENCH_RUN"
+TARGETS = {"a_vs_baseline": 4.0, "a_vs_bound": 0.70, "b_vs_baseline": 20.0, "b_vs_scan": 0.50,
+           "c_growth_mb": 200.0, "d_vs_direct": 0.70}
 
 
+# =============================================================================================
+# the data, shared by every path (functions travel to executors and TF processes by value)
+# =============================================================================================
+def mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST training images (22699 x 784 uint8) and labels, loaded once per process."""
+    import gzip
+    import struct
+    import types
+
+    mod = sys.modules.get("_tfos_feed_bench_data")
+    if mod is None:
+        with gzip.open(os.path.join(MNIST_DIR, "train-images-idx3-ubyte.gz"), "rb") as f:
+            magic, n, rows, cols = struct.unpack(">IIII", f.read(16))
+            if magic != 2051:
+                raise ValueError(f"not an IDX image file (magic {magic})")
+            images = np.frombuffer(f.read(n * rows * cols), dtype=np.uint8).reshape(n, rows * cols)
+        with gzip.open(os.path.join(MNIST_DIR, "train-labels-idx1-ubyte.gz"), "rb") as f:
+            magic, m = struct.unpack(">II", f.read(8))
+            if magic != 2049 or m != n:
+                raise ValueError(f"bad IDX label file (magic {magic}, {m} labels for {n} images)")
+            labels = np.frombuffer(f.read(m), dtype=np.uint8)
+        mod = types.ModuleType("_tfos_feed_bench_data")
+        mod.images, mod.labels, mod.model = images, labels, None
+        sys.modules["_tfos_feed_bench_data"] = mod
+    return mod.images, mod.labels
+
+
+def make_rows(indices):
+    """Python rows ``(pixels: list of 784 ints, label: int)`` for row indices, as after parsing CSV."""
+    images, labels = mnist()
+    m = len(labels)
+    for i in indices:
+        j = i % m
+        yield (images[j].tolist(), int(labels[j]))
+
+
+def expected_sums(n: int) -> dict:
+    """Rows, label sum and pixel sum of rows ``0 .. n-1``."""
+    images, labels = mnist()
+    q, r = divmod(n, len(labels))
+    per_image = images.sum(axis=1, dtype=np.int64)
+    return {"rows": n, "label_sum": int(q * labels.sum(dtype=np.int64) + labels[:r].sum(dtype=np.int64)),
+            "pixel_sum": int(q * per_image.sum() + per_image[:r].sum())}
+
+
+class Consumer:
+    """The consumer of (a), the same in all three paths: float32 batch from the rows, counts, checksums."""
+
+    def __init__(self):
+        self.rows = self.label_sum = self.pixel_sum = 0
+        self.t_first = self.t_last = None
+
+    def consume(self, batch: list) -> None:
+        x = np.asarray([r[0] for r in batch], dtype=np.float32)
+        y = np.asarray([r[1] for r in batch], dtype=np.int64)
+        self.rows += len(y)
+        self.label_sum += int(y.sum())
+        self.pixel_sum += int(x.sum(dtype=np.float64))
+        self.t_last = time.time()
+        if self.t_first is None:
+            self.t_first = self.t_last
+
+    def report(self) -> dict:
+        return {"rows": self.rows, "label_sum": self.label_sum, "pixel_sum": self.pixel_sum,
+                "t_first": self.t_first, "t_last": self.t_last}
+
+
+def model() -> tuple[np.ndarray, np.ndarray]:
+    """A fixed numpy model for (d): nearest class centroid as a linear layer (784 x 10 float32)."""
+    images, labels = mnist()
+    mod = sys.modules["_tfos_feed_bench_data"]
+    if mod.model is None:
+        x = images.astype(np.float32) / 255.0
+        centroids = np.stack([x[labels == c].mean(axis=0) for c in range(10)])  # (10, 784)
+        weights = np.ascontiguousarray(centroids.T, dtype=np.float32)
+        bias = (-0.5 * (centroids ** 2).sum(axis=1)).astype(np.float32)
+        mod.model = (weights, bias)
+    return mod.model
+
+
+def predict(x: Any, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return np.argmax((x / 255.0) @ weights + bias, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers of the TF-side main functions
+# ---------------------------------------------------------------------------------------------
+def _write_json(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def _record_pid(args: dict, ctx: Any) -> None:
+    """Tell the driver's RSS sampler which process is this TF node."""
+    _write_json(os.path.join(args["out"], f"tfpid-{args['tag']}-{ctx.executor_id}"), {"pid": os.getpid()})
+
+
+def _write_result(args: dict, ctx: Any, result: dict) -> None:
+    result.update(node=f"{ctx.job_name}:{ctx.task_index}", executor_id=ctx.executor_id, pid=os.getpid(),
+                  ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    _write_json(os.path.join(args["out"], f"result-{args['tag']}-{ctx.executor_id}.json"), result)
+
+
+def _read_results(out: str, tag: str, count: int, timeout: float) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    paths = [os.path.join(out, f"result-{tag}-{i}.json") for i in range(count)]
+    while True:
+        missing = [p for p in paths if not os.path.exists(p)]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{tag}: no result from {len(missing)} of {count} TF nodes after {timeout:.0f}s "
+                               f"(missing {missing})")
+        time.sleep(0.1)
+    results = []
+    for p in paths:
+        with open(p) as f:
+            results.append(json.load(f))
+    return results
+
+
+# =============================================================================================
+# (a) tfos: DataFeed.next_batch
+# =============================================================================================
+def main_a(args: dict, ctx: Any) -> None:
+    _record_pid(args, ctx)
+    feed = ctx.get_data_feed(train_mode=True)
+    consumer = Consumer()
+    batch_size, expected = args["batch_size"], args["rows_per_worker"]
+    while not feed.should_stop():
+        # The last short batch of this worker's rows is asked for by its size, so that it is
+        # handed out when it arrives instead of when the feed ends (cluster shutdown).
+        left = expected - consumer.rows
+        batch = feed.next_batch(min(batch_size, left) if left > 0 else batch_size)
+        if batch:
+            consumer.consume(batch)
+    _write_result(args, ctx, consumer.report())
+
+
+# =============================================================================================
+# (a) baseline: the old way, one manager-queue put per pickled row
+# =============================================================================================
+def _queue_manager_class():
+    from multiprocessing.managers import BaseManager
+
+    class QueueManager(BaseManager):
+        pass
+
+    return QueueManager
+
+
+def main_baseline(args: dict, ctx: Any) -> None:
+    """TensorFlowOnSpark-style node: a manager process serving the input queue; get one row at a time."""
+    import multiprocessing
+    import queue
+    import secrets
+
+    _record_pid(args, ctx)
+    q: queue.Queue = queue.Queue(maxsize=args["queue_rows"])
+    manager_class = _queue_manager_class()
+    manager_class.register("get_queue", callable=lambda: q)
+    authkey = secrets.token_bytes(16)
+    mgr = manager_class(address=("127.0.0.1", 0), authkey=authkey, ctx=multiprocessing.get_context("fork"))
+    mgr.start()
+    try:
+        _write_json(os.path.join(args["out"], f"mgr-{args['tag']}-{ctx.executor_id}.json"),
+                    {"address": list(mgr.address), "authkey": authkey.hex()})
+        proxy = mgr.get_queue()
+        consumer = Consumer()
+        batch_size, timeout = args["batch_size"], args["timeout"]
+        batch: list = []
+        ends: list = []
+        t_last_row = None
+        while True:
+            item = proxy.get(True, timeout)
+            if len(item) == 3:  # ("END", partition, rows) after each partition, ("FINAL", rows, partitions)
+                if item[0] == "END":
+                    ends.append([item[1], item[2]])
+                    continue
+                final = {"expected_rows": item[1], "expected_partitions": item[2]}
+                break
+            batch.append(item)
+            t_last_row = time.time()
+            if len(batch) == batch_size:
+                consumer.consume(batch)
+                batch = []
+        if batch:  # the remainder: as if consumed right after its last row arrived
+            started = time.time()
+            consumer.consume(batch)
+            consumer.t_last = t_last_row + (time.time() - started)
+        result = consumer.report()
+        result.update(final, partitions=len(ends), partition_rows=sum(n for _, n in ends))
+        _write_result(args, ctx, result)
+    finally:
+        mgr.shutdown()
+
+
+def _baseline_queue(cluster_id: str, out: str, tag: str, partition: int, timeout: float) -> tuple[int, Any]:
+    """Connect to the manager of the TF node on this executor: (its executor id, its queue proxy)."""
+    from tfos.feed.registry import pick_local_node
+
+    eid = int(pick_local_node(cluster_id, partition)["executor_id"])
+    path = os.path.join(out, f"mgr-{tag}-{eid}.json")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the baseline node of executor {eid} published no manager address in {timeout}s")
+        time.sleep(0.05)
+    with open(path) as f:
+        info = json.load(f)
+    manager_class = _queue_manager_class()
+    manager_class.register("get_queue")
+    mgr = manager_class(address=tuple(info["address"]), authkey=bytes.fromhex(info["authkey"]))
+    mgr.connect()
+    return eid, mgr.get_queue()
+
+
+def baseline_feed(cluster_id: str, out: str, tag: str, timeout: float, partition: int, indices):
+    """Feed task: one ``queue.put`` per row (the proxy pickles it), then an end-of-partition marker."""
+    eid, q = _baseline_queue(cluster_id, out, tag, partition, timeout)
+    n = 0
+    for row in make_rows(indices):
+        q.put(row)
+        n += 1
+    q.put(("END", partition, n))
+    yield eid, partition, n
+
+
+def baseline_final(cluster_id: str, out: str, tag: str, timeout: float, expected: dict, _rows):
+    """Barrier task (one per executor): tell the local node how many rows and partitions it was sent."""
+    from pyspark import BarrierTaskContext
+
+    partition = BarrierTaskContext.get().partitionId()
+    eid, q = _baseline_queue(cluster_id, out, tag, partition, timeout)
+    rows, parts = expected.get(eid, (0, 0))
+    q.put(("FINAL", rows, parts))
+    yield eid
+
+
+# =============================================================================================
+# (b) DataFrame -> dataset(), and the Arrow scan reference
+# =============================================================================================
+def arrow_images(kind: str, batches):
+    """``mapInArrow`` over ``spark.range``: ids -> (image, label) columns, no per-row Python."""
+    import pyarrow as pa
+
+    images, labels = mnist()
+    width = images.shape[1]
+    for batch in batches:
+        ids = batch.column(0).to_numpy() % len(labels)
+        k = len(ids)
+        pixels = images[ids]
+        offsets = pa.array(np.arange(k + 1, dtype=np.int32) * width)
+        if kind == "binary":
+            image = pa.Array.from_buffers(pa.binary(), k, [None, offsets.buffers()[1], pa.py_buffer(pixels.tobytes())])
+        else:
+            image = pa.ListArray.from_arrays(offsets, pa.array(pixels.reshape(-1).view(np.int8)))
+        label = pa.array(labels[ids].astype(np.int32))
+        yield pa.RecordBatch.from_arrays([image, label], names=["image", "label"])
+
+
+def count_batches(batches):
+    """``mapInArrow``: the rows of a partition (what Spark alone needs to hand a DataFrame to Python)."""
+    import pyarrow as pa
+
+    n = 0
+    for batch in batches:
+        n += batch.num_rows
+    yield pa.RecordBatch.from_arrays([pa.array([n], pa.int64())], names=["n"])
+
+
+def main_b(args: dict, ctx: Any) -> None:
+    import tensorflow as tf
+
+    _record_pid(args, ctx)
+    feed = ctx.get_data_feed(train_mode=True)
+    ds = feed.dataset(args["batch_size"])
+    binary = args["image_column"] == "binary"
+
+    def decode(batch):
+        image = batch["image"]
+        x = tf.io.decode_raw(image, tf.uint8) if binary else tf.bitcast(image, tf.uint8)
+        x = tf.cast(x, tf.float32)
+        return (tf.shape(x, out_type=tf.int64)[0], tf.reduce_sum(tf.cast(batch["label"], tf.int64)),
+                tf.reduce_sum(tf.cast(x, tf.float64)))
+
+    init = (tf.constant(0, tf.int64), tf.constant(0, tf.int64), tf.constant(0.0, tf.float64))
+    rows, labels, pixels = ds.map(decode).reduce(init, lambda a, v: (a[0] + v[0], a[1] + v[1], a[2] + v[2]))
+    _write_result(args, ctx, {"rows": int(rows), "label_sum": int(labels), "pixel_sum": int(pixels),
+                              "t_last": time.time()})
+
+
+# =============================================================================================
+# (d) inference
+# =============================================================================================
+def main_d(args: dict, ctx: Any) -> None:
+    _record_pid(args, ctx)
+    weights, bias = model()
+    feed = ctx.get_data_feed(train_mode=False)
+    rows, t_last = 0, None
+    while not feed.should_stop():
+        for pixels, _labels in feed.batches(args["batch_size"]):
+            feed.batch_results(predict(pixels, weights, bias))
+            rows += len(pixels)
+            t_last = time.time()
+    _write_result(args, ctx, {"rows": rows, "t_last": t_last})
+
+
+def predict_partition(batch_size: int, rows):
+    """The direct path: the same model over the same Python rows, per 128-row batch, no TF cluster."""
+    weights, bias = model()
+    batch: list = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == batch_size:
+            yield from predict([r[0] for r in batch], weights, bias).tolist()
+            batch = []
+    if batch:
+        yield from predict([r[0] for r in batch], weights, bias).tolist()
+
+
+def count_and_sum(values):
+    n = s = 0
+    for v in values:
+        n += 1
+        s += int(v)
+    yield n, s
+
+
+# =============================================================================================
+# (c) peak RSS from /proc
+# =============================================================================================
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _marked_processes(marker: bytes) -> list[tuple[int, bytes]]:
+    """(pid, cmdline) of this user's processes whose environment carries this run's marker."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if marker not in f.read():
+                    continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                found.append((int(name), f.read()))
+        except OSError:
+            continue
+    return found
+
+
+class RssSampler(threading.Thread):
+    """Every ``interval`` s during a phase: RSS of the TF processes and of the Spark Python workers.
+
+    TF processes are the pids ``main_fun`` recorded in ``out``; the feeding side is every
+    process of this run (executor environment marker) running ``pyspark.daemon``/``worker``;
+    executor JVMs are sampled too, for information. Per group it keeps the peak of the sum over
+    the group's processes and the peak of its largest process.
+    """
+
+    GROUPS = ("tf", "feed", "jvm")
+
+    def __init__(self, marker: bytes, out: str, interval: float = 0.2, rescan: float = 1.0):
+        super().__init__(name="rss-sampler", daemon=True)
+        self.marker, self.out, self.interval, self.rescan = marker, out, interval, rescan
+        self.phases: dict[str, dict] = {}
+        self._phase: str | None = None
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._pids: dict[str, list[int]] = {g: [] for g in self.GROUPS}
+        self._last_scan = 0.0
+
+    def begin(self, name: str) -> None:
+        with self._lock:
+            self.phases[name] = {g: {"peak_sum_mb": 0.0, "peak_single_mb": 0.0, "processes": 0} for g in self.GROUPS}
+            self.phases[name]["samples"] = 0
+            self._phase = name
+            self._last_scan = 0.0
+
+    def end(self) -> dict:
+        with self._lock:
+            name, self._phase = self._phase, None
+        self._sample(name)  # one last sample
+        return self.phases.get(name, {})
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def _scan(self) -> None:
+        pids: dict[str, list[int]] = {g: [] for g in self.GROUPS}
+        for pid, cmd in _marked_processes(self.marker):
+            if b"pyspark.daemon" in cmd or b"pyspark.worker" in cmd:
+                pids["feed"].append(pid)
+            elif b"CoarseGrainedExecutorBackend" in cmd:
+                pids["jvm"].append(pid)
+        for name in os.listdir(self.out):
+            if name.startswith("tfpid-"):
+                try:
+                    with open(os.path.join(self.out, name)) as f:
+                        pids["tf"].append(int(json.load(f)["pid"]))
+                except (OSError, ValueError, KeyError):
+                    pass
+        self._pids = pids
+
+    def _sample(self, name: str | None) -> None:
+        if name is None:
+            return
+        now = time.monotonic()
+        if now - self._last_scan >= self.rescan:
+            self._scan()
+            self._last_scan = now
+        with self._lock:
+            stats = self.phases[name]
+            stats["samples"] += 1
+            for group in self.GROUPS:
+                values = [r for r in (_rss_mb(p) for p in self._pids[group]) if r is not None]
+                if not values:
+                    continue
+                g = stats[group]
+                g["peak_sum_mb"] = max(g["peak_sum_mb"], round(sum(values), 1))
+                g["peak_single_mb"] = max(g["peak_single_mb"], round(max(values), 1))
+                g["processes"] = max(g["processes"], len(values))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            try:
+                self._sample(self._phase)
+            except Exception as exc:  # noqa: BLE001 - sampling must never stop the benchmark
+                print(f"rss sampler: {exc}", flush=True)
+
+
+# =============================================================================================
+# the driver
+# =============================================================================================
+class Timeout(Exception):
+    pass
+
+
+class Watchdog:
+    """Cancel Spark jobs and interrupt the main thread when a measurement runs past ``seconds``."""
+
+    def __init__(self, seconds: float, what: str, sc: Any = None):
+        self.seconds, self.what, self.sc, self.fired = seconds, what, sc, False
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired = True
+        print(f"!! {self.what}: still running after {self.seconds:.0f}s (--timeout); cancelling", flush=True)
+        if self.sc is not None:
+            try:
+                self.sc.cancelAllJobs()
+            except Exception:  # noqa: BLE001
+                pass
+        _thread.interrupt_main()
+
+    def __enter__(self) -> Watchdog:
+        self.timer.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.timer.cancel()
+        if self.fired:
+            raise Timeout(f"{self.what} timed out after {self.seconds:.0f}s") from exc
+
+
+class Bench:
+    def __init__(self, opts: argparse.Namespace):
+        self.opts = opts
+        self.t_start = time.monotonic()
+        self.load_start = [round(x, 1) for x in os.getloadavg()]
+        self.run_id = uuid.uuid4().hex
+        self.marker = f"{MARKER_ENV}={self.run_id}".encode()
+        self.tmp = tempfile.mkdtemp(prefix="fb-", dir="/tmp")  # the executors' TMPDIR: short socket paths
+        self.out = tempfile.mkdtemp(prefix="tfos-feed-bench-")
+        self.sampler = RssSampler(self.marker, self.out)
+        self.standalone = None
+        self.spark = None
+        self.results: dict[int, dict] = {}
+        self.cleaned = False
+        self.conf: dict | None = None
+
+    def log(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.t_start:7.1f}s] {message}", flush=True)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def start_spark(self, n: int, what: str) -> Any:
+        self.log(f"size {n:,}, ({what}): starting a Spark application of {WORKERS} executors")
+        from pyspark.sql import SparkSession
+
+        from tests.spark_standalone import spark_conf
+
+        if self.conf is None:
+            # Computed once: every SparkContext adds its own SparkFiles directory to the driver's
+            # sys.path, which spark_conf() ships as the executors' PYTHONPATH; the applications
+            # of one run get the same one.
+            self.conf = spark_conf(self.standalone.master_url, WORKERS)
+        conf = dict(self.conf)
+        conf.update({"spark.executor.memory": self.opts.executor_memory, "spark.ui.showConsoleProgress": "false",
+                     "spark.executorEnv.TMPDIR": self.tmp,
+                     f"spark.executorEnv.{MARKER_ENV}": self.run_id})
+        builder = SparkSession.builder.appName(f"tfos-feed-throughput-{n}-{what.replace(',', '')}")
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        self.spark = builder.getOrCreate()
+        sc = self.spark.sparkContext
+        sc.setLogLevel("ERROR")
+        tracker = sc._jsc.sc().statusTracker()
+        deadline = time.monotonic() + 180
+        while len(tracker.getExecutorInfos()) - 1 < WORKERS:  # the driver is listed too
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(tracker.getExecutorInfos()) - 1} of {WORKERS} executors joined in "
+                                   f"180s; Spark logs in {self.standalone.log_dir}")
+            time.sleep(0.2)
+        return sc
+
+    def stop_spark(self) -> None:
+        if self.spark is not None:
+            try:
+                self.spark.stop()
+            finally:
+                self.spark = None
+
+    def cleanup(self) -> None:
+        if self.cleaned:
+            return
+        self.cleaned = True
+        self.sampler.stop()
+        try:
+            self.stop_spark()
+        finally:
+            if self.standalone is not None:
+                self.standalone.stop()
+            left = kill_marked(self.marker)
+            if left:
+                self.log(f"stopped {len(left)} left-over process(es) of this run: "
+                         f"{', '.join(f'{pid} ({cmd})' for pid, cmd in left)}")
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            shutil.rmtree(self.out, ignore_errors=True)
+
+    def tf_cluster(self, sc: Any, main_fun: Any, args: dict) -> Any:
+        import tfos
+
+        return tfos.run(sc, main_fun, args, WORKERS, input_mode=tfos.InputMode.SPARK,
+                        reservation_timeout=min(self.opts.timeout, 600))
+
+    def node_args(self, tag: str, **extra: Any) -> dict:
+        args = {"out": self.out, "tag": tag, "batch_size": self.opts.batch_size, "timeout": self.opts.timeout}
+        args.update(extra)
+        return args
+
+    # ---- one size ---------------------------------------------------------------------------
+    def run_size(self, n: int) -> dict:
+        parts = self.opts.only
+        res: dict[str, Any] = {"rows": n, "partitions": partitions_for(n, self.opts.partitions)}
+        expected = expected_sums(n)
+        res["expected"] = expected
+        if "a" in parts:
+            res["a_bound"] = self.a_bound(n, expected)
+        # (a) and (b)+(d) each in a fresh application, so that the RSS of the feeding Python
+        # workers sampled during (a)-tfos and (b) starts from the same state at every size
+        # (Python workers are reused within an application and keep their peak).
+        if "a" in parts:
+            sc = self.start_spark(n, "a")
+            try:
+                self.warm_up(sc)
+                res["a_tfos"] = self.a_tfos(sc, n, expected)
+                res["a_baseline"] = self.a_baseline(sc, n)
+            finally:
+                self.stop_spark()
+        if parts & {"b", "d"}:
+            sc = self.start_spark(n, ",".join(sorted(parts & {"b", "d"})))
+            try:
+                self.warm_up(sc)
+                if "b" in parts:
+                    res["b"] = self.b_dataframe(n, expected)
+                if "d" in parts:
+                    res["d"] = self.d_inference(sc, n)
+            finally:
+                self.stop_spark()
+        return res
+
+    def warm_up(self, sc: Any) -> None:
+        def warm(_):
+            import pyarrow  # noqa: F401
+
+            import tfos.feed.feeder  # noqa: F401
+
+            mnist()
+            model()
+            yield os.getpid()
+
+        with Watchdog(self.opts.timeout, "warm-up", sc):
+            t0 = time.time()
+            pids = sc.parallelize(range(4 * WORKERS), 4 * WORKERS).mapPartitions(warm).collect()
+        self.log(f"warm-up job: {time.time() - t0:.1f}s ({len(set(pids))} Python workers)")
+
+    def index_rdd(self, sc: Any, n: int) -> Any:
+        return sc.range(0, n, numSlices=partitions_for(n, self.opts.partitions))
+
+    # ---- (a) ----------------------------------------------------------------------------------
+    def a_bound(self, n: int, expected: dict) -> dict:
+        self.log(f"(a) single-process bound: make_rows + consume, {n:,} rows in this process")
+        bs = self.opts.batch_size
+        consumer = Consumer()
+        t0 = time.time()
+        batch: list = []
+        for row in make_rows(range(n)):
+            batch.append(row)
+            if len(batch) == bs:
+                consumer.consume(batch)
+                batch = []
+        if batch:
+            consumer.consume(batch)
+        seconds = time.time() - t0
+        # for information: the consumer alone, on rows made beforehand
+        sample = list(make_rows(range(min(n, 20_000))))
+        only = Consumer()
+        t1 = time.time()
+        for i in range(0, len(sample), bs):
+            only.consume(sample[i:i + bs])
+        consume_only = len(sample) / (time.time() - t1)
+        out = {"seconds": round(seconds, 2), "rows_per_s": round(n / seconds), "consumed": consumer.report(),
+               "check": check(consumer.report(), expected), "consume_only_rows_per_s": round(consume_only)}
+        self.log(f"(a) bound: {out['rows_per_s']:,} rows/s ({seconds:.1f}s; consume alone "
+                 f"{out['consume_only_rows_per_s']:,} rows/s) [{out['check']}]")
+        return out
+
+    def a_tfos(self, sc: Any, n: int, expected: dict) -> dict:
+        tag = f"a-{n}"
+        per_worker = n // WORKERS
+        self.log(f"(a) tfos: cluster.train(RDD of {n:,} Python rows) -> next_batch({self.opts.batch_size})")
+        with Watchdog(self.opts.timeout, "(a) tfos", sc), \
+                self.tf_cluster(sc, main_a, self.node_args(tag, rows_per_worker=per_worker)) as cluster:
+            self.sampler.begin(tag)
+            try:
+                t0 = time.time()
+                report = cluster.train(self.index_rdd(sc, n).mapPartitions(make_rows), num_epochs=1)
+                train_s = time.time() - t0
+                cluster.shutdown(timeout=self.opts.timeout)
+            finally:
+                rss = self.sampler.end()
+        nodes = _read_results(self.out, tag, WORKERS, 60)
+        out = summarize(nodes, t0, n)
+        dropped = n - per_worker * WORKERS
+        out.update(train_call_s=round(train_s, 2), rows_fed=report["inputs"]["input"]["rows_fed"],
+                   remainder_dropped=dropped, rss=rss,
+                   check=check(out["consumed"], expected) if not dropped else f"{dropped} remainder rows dropped")
+        self.log(f"(a) tfos: {out['rows_per_s']:,} rows/s ({out['seconds']:.1f}s, train() {train_s:.1f}s) "
+                 f"[{out['check']}]")
+        return out
+
+    def a_baseline(self, sc: Any, n: int) -> dict:
+        cap = self.opts.baseline_max_rows
+        nb = min(n, cap) if cap else n
+        tag = f"base-{n}"
+        expected = expected_sums(nb)
+        note = f" (capped at {nb:,} of {n:,} rows by --baseline-max-rows)" if nb < n else ""
+        self.log(f"(a) baseline: manager queue, one put/get per pickled row, {nb:,} rows{note}")
+        timeout = self.opts.timeout
+        with Watchdog(timeout, "(a) baseline", sc), \
+                self.tf_cluster(sc, main_baseline, self.node_args(tag, queue_rows=self.opts.queue_rows)) as cluster:
+            cid = cluster.cluster_id
+            t0 = time.time()
+            fed = self.index_rdd(sc, nb).mapPartitionsWithIndex(
+                partial(baseline_feed, cid, self.out, tag, timeout)).collect()
+            feed_s = time.time() - t0
+            per_node: dict[int, tuple[int, int]] = {}
+            for eid, _, rows in fed:
+                r, p = per_node.get(eid, (0, 0))
+                per_node[eid] = (r + rows, p + 1)
+            told = sc.parallelize(range(WORKERS), WORKERS).barrier().mapPartitions(
+                partial(baseline_final, cid, self.out, tag, timeout, per_node)).collect()
+            if sorted(told) != list(range(WORKERS)):
+                raise RuntimeError(f"baseline: the final markers reached executors {told}, not each of the "
+                                   f"{WORKERS} nodes once")
+            cluster.shutdown(timeout=timeout)
+        nodes = _read_results(self.out, tag, WORKERS, 60)
+        out = summarize(nodes, t0, nb)
+        bad = [nd["node"] for nd in nodes if nd["rows"] != nd["expected_rows"] or nd["rows"] != nd["partition_rows"]
+               or nd["partitions"] != nd["expected_partitions"]]
+        out.update(rows_fed=sum(r for _, _, r in fed), feed_job_s=round(feed_s, 2), capped=nb < n,
+                   rows_per_node={str(e): v[0] for e, v in sorted(per_node.items())},
+                   check=check(out["consumed"], expected) + (f"; node counts disagree on {bad}" if bad else ""))
+        self.log(f"(a) baseline: {out['rows_per_s']:,} rows/s ({out['seconds']:.1f}s) [{out['check']}]")
+        return out
+
+    # ---- (b) ----------------------------------------------------------------------------------
+    def b_dataframe(self, n: int, expected: dict) -> dict:
+        from pyspark.sql import functions as F  # noqa: N812
+
+        spark = self.spark
+        sc = spark.sparkContext
+        kind = self.opts.image_column
+        ddl = "image binary, label int" if kind == "binary" else "image array<tinyint>, label int"
+        tag = f"b-{n}"
+        self.log(f"(b) building and caching a DataFrame ({ddl}) of {n:,} rows")
+        with Watchdog(self.opts.timeout, "(b) DataFrame", sc):
+            df = spark.range(0, n, numPartitions=partitions_for(n, self.opts.partitions)) \
+                .mapInArrow(partial(arrow_images, kind), ddl).cache()
+            try:
+                t = time.time()
+                assert df.count() == n
+                cache_s = time.time() - t
+                mem = disk = 0
+                for info in sc._jsc.sc().getRDDStorageInfo():
+                    mem, disk = mem + info.memSize(), disk + info.diskSize()
+                self.log(f"(b) cached in {cache_s:.1f}s: {mem / 2**20:.0f} MB in memory, {disk / 2**20:.0f} MB on disk")
+                scans = []
+                for _ in range(2):  # the first one warms Arrow up in the Python workers
+                    t = time.time()
+                    scanned = df.mapInArrow(count_batches, "n long").agg(F.sum("n")).collect()[0][0]
+                    scans.append(time.time() - t)
+                    assert scanned == n, f"the scan counted {scanned} rows of {n}"
+                scan_s = scans[-1]
+                self.log(f"(b) Spark mapInArrow scan: {n / scan_s:,.0f} rows/s ({scan_s:.2f}s; first scan "
+                         f"{scans[0]:.2f}s)")
+                self.log(f"(b) tfos: cluster.train(DataFrame) -> dataset({self.opts.batch_size}) decoded in TF")
+                with self.tf_cluster(sc, main_b, self.node_args(tag, image_column=kind)) as cluster:
+                    self.sampler.begin(tag)
+                    try:
+                        t0 = time.time()
+                        report = cluster.train(df, num_epochs=1)
+                        train_s = time.time() - t0
+                        cluster.shutdown(timeout=self.opts.timeout)
+                    finally:
+                        rss = self.sampler.end()
+            finally:
+                df.unpersist()
+        nodes = _read_results(self.out, tag, WORKERS, 60)
+        out = summarize(nodes, t0, n)
+        dropped = n - (n // WORKERS) * WORKERS
+        out.update(train_call_s=round(train_s, 2), rows_fed=report["inputs"]["input"]["rows_fed"],
+                   scan_s=round(scan_s, 3), scan_rows_per_s=round(n / scan_s), cache_s=round(cache_s, 2),
+                   cached_mb={"memory": round(mem / 2**20), "disk": round(disk / 2**20)}, image_column=kind, rss=rss,
+                   check=check(out["consumed"], expected) if not dropped else f"{dropped} remainder rows dropped")
+        self.log(f"(b) tfos: {out['rows_per_s']:,} rows/s ({out['seconds']:.1f}s, train() {train_s:.1f}s) "
+                 f"[{out['check']}]")
+        return out
+
+    # ---- (d) ----------------------------------------------------------------------------------
+    def d_inference(self, sc: Any, n: int) -> dict:
+        tag = f"d-{n}"
+        bs = self.opts.batch_size
+        rdd = self.index_rdd(sc, n).mapPartitions(make_rows)
+        self.log(f"(d) direct: rdd.mapPartitions(numpy model), {n:,} rows")
+        with Watchdog(self.opts.timeout, "(d) direct", sc):
+            t = time.time()
+            direct = rdd.mapPartitions(partial(predict_partition, bs)).mapPartitions(count_and_sum).collect()
+            direct_s = time.time() - t
+        self.log(f"(d) direct: {n / direct_s:,.0f} rows/s ({direct_s:.1f}s)")
+        self.log(f"(d) tfos: cluster.inference(rdd) -> batches({bs}) -> numpy model -> batch_results")
+        with Watchdog(self.opts.timeout, "(d) tfos", sc), self.tf_cluster(sc, main_d, self.node_args(tag)) as cluster:
+            self.sampler.begin(tag)
+            try:
+                t = time.time()
+                ours = cluster.inference(rdd).mapPartitions(count_and_sum).collect()
+                tfos_s = time.time() - t
+                cluster.shutdown(timeout=self.opts.timeout)
+            finally:
+                rss = self.sampler.end()
+        nodes = _read_results(self.out, tag, WORKERS, 60)
+        d_rows, d_sum = (sum(x) for x in zip(*direct, strict=True))
+        t_rows, t_sum = (sum(x) for x in zip(*ours, strict=True))
+        same = d_rows == t_rows == n and d_sum == t_sum
+        out = {"direct_s": round(direct_s, 2), "direct_rows_per_s": round(n / direct_s), "tfos_s": round(tfos_s, 2),
+               "tfos_rows_per_s": round(n / tfos_s), "outputs": {"direct": d_rows, "tfos": t_rows},
+               "prediction_sum": {"direct": d_sum, "tfos": t_sum}, "rows_per_node": [nd["rows"] for nd in nodes],
+               "rss": rss, "check": "ok" if same else "MISMATCH"}
+        self.log(f"(d) tfos: {out['tfos_rows_per_s']:,} rows/s ({tfos_s:.1f}s) [outputs {t_rows:,}, direct "
+                 f"{d_rows:,}; prediction sums {'equal' if d_sum == t_sum else 'DIFFER'}]")
+        return out
+
+
+def partitions_for(n: int, override: int | None = None) -> int:
+    """8 partitions, more for big inputs so that a partition stays near 25,000 rows."""
+    return override or max(8, math.ceil(n / ROWS_PER_PARTITION))
+
+
+def summarize(nodes: list[dict], t0: float, expected_rows: int) -> dict:
+    consumed = {k: sum(nd[k] for nd in nodes) for k in ("rows", "label_sum", "pixel_sum")}
+    t_end = max(nd["t_last"] for nd in nodes if nd.get("t_last")) if any(nd.get("t_last") for nd in nodes) else t0
+    seconds = max(t_end - t0, 1e-6)
+    return {"seconds": round(seconds, 2), "rows_per_s": round(consumed["rows"] / seconds), "consumed": consumed,
+            "rows_per_node": [nd["rows"] for nd in nodes],
+            "tf_ru_maxrss_mb": [round(nd["ru_maxrss_mb"]) for nd in nodes]}
+
+
+def check(consumed: dict, expected: dict) -> str:
+    diffs = [k for k in ("rows", "label_sum", "pixel_sum") if consumed.get(k) != expected[k]]
+    return "rows and checksums ok" if not diffs else f"MISMATCH in {diffs}: {consumed} vs {expected}"
+
+
+def kill_marked(marker: bytes, grace: float = 5.0) -> list[tuple[int, str]]:
+    """SIGTERM (then SIGKILL) every process that carries this run's marker (TF launcher, strays)."""
+    procs = [(pid, cmd) for pid, cmd in _marked_processes(marker) if pid != os.getpid()]
+    for pid, _ in procs:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    alive = [pid for pid, _ in procs]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if os.path.exists(f"/proc/{pid}") and _rss_mb(pid) is not None]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return [(pid, cmd.replace(b"\0", b" ").decode(errors="replace").strip()[:80]) for pid, cmd in procs]
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def evaluate(results: dict[int, dict]) -> tuple[dict, list[tuple]]:
+    """Ratios and PASS/FAIL per target; returns (figures, table rows)."""
+    figures: dict[str, Any] = {}
+    rows: list[tuple] = []
+
+    def target(size: Any, name: str, value: float | None, goal: float, higher: bool = True) -> None:
+        if value is None:
+            verdict = "n/a"
+        else:
+            verdict = "PASS" if (value >= goal if higher else value < goal) else "FAIL"
+        figures.setdefault(str(size), {})[name] = {"value": value, "target": goal, "verdict": verdict}
+        rows.append((size, name, value, (">= " if higher else "< ") + f"{goal:g}", verdict))
+
+    for n, res in results.items():
+        a, base, bound = res.get("a_tfos"), res.get("a_baseline"), res.get("a_bound")
+        b, d = res.get("b"), res.get("d")
+        a_rate = a and a["rows_per_s"]
+        base_rate = base and base["rows_per_s"]
+        if a or base or bound:
+            target(n, "(a) tfos / baseline", _ratio(a_rate, base_rate), TARGETS["a_vs_baseline"])
+            target(n, "(a) tfos / single-process bound", _ratio(a_rate, bound and bound["rows_per_s"]),
+                   TARGETS["a_vs_bound"])
+        if b:
+            target(n, "(b) tfos DataFrame / (a) baseline", _ratio(b["rows_per_s"], base_rate), TARGETS["b_vs_baseline"])
+            target(n, "(b) tfos DataFrame / mapInArrow scan", _ratio(b["rows_per_s"], b["scan_rows_per_s"]),
+                   TARGETS["b_vs_scan"])
+        if d:
+            target(n, "(d) tfos inference / direct mapPartitions",
+                   _ratio(d["tfos_rows_per_s"], d["direct_rows_per_s"]), TARGETS["d_vs_direct"])
+    sizes = sorted(results)
+    for phase in ("a_tfos", "b"):
+        have = [n for n in sizes if results[n].get(phase, {}).get("rss")]
+        for group in ("tf", "feed"):
+            label = f"(c) {'(a)' if phase == 'a_tfos' else '(b)'} {'TF process' if group == 'tf' else 'feeding worker'}" \
+                    f" peak RSS growth, MB"
+            if len(have) < 2:
+                if have:
+                    target("all", label, None, TARGETS["c_growth_mb"], higher=False)
+                continue
+            lo, hi = results[have[0]][phase]["rss"][group], results[have[-1]][phase]["rss"][group]
+            growth = round(hi["peak_single_mb"] - lo["peak_single_mb"], 1)
+            target(f"{have[0]:,}->{have[-1]:,}", label, growth, TARGETS["c_growth_mb"], higher=False)
+            figures[f"{have[0]:,}->{have[-1]:,}"][label]["sum_over_processes_growth_mb"] = \
+                round(hi["peak_sum_mb"] - lo["peak_sum_mb"], 1)
+    return figures, rows
+
+
+def print_report(bench: Bench, elapsed: float) -> None:
+    results = bench.results
+    print()
+    for n, res in results.items():
+        print(f"=== {n:,} rows, {res['partitions']} partitions, {WORKERS} workers, batch {bench.opts.batch_size} ===")
+        lines = []
+        if "a_tfos" in res:
+            lines.append(("(a) tfos RDD -> DataFeed.next_batch", res["a_tfos"]["rows_per_s"], res["a_tfos"]["check"]))
+        if "a_baseline" in res:
+            base = res["a_baseline"]
+            lines.append(("(a) baseline: manager queue per row", base["rows_per_s"],
+                          base["check"] + (f"; {base['consumed']['rows']:,} rows (capped)" if base["capped"] else "")))
+        if "a_bound" in res:
+            lines.append(("(a) single-process bound", res["a_bound"]["rows_per_s"],
+                          f"consume alone {res['a_bound']['consume_only_rows_per_s']:,} rows/s"))
+        if "b" in res:
+            b = res["b"]
+            lines.append((f"(b) tfos DataFrame ({b['image_column']}) -> dataset", b["rows_per_s"], b["check"]))
+            lines.append(("(b) Spark mapInArrow scan (cached)", b["scan_rows_per_s"],
+                          f"cache {b['cached_mb']['memory']} MB in memory, {b['cached_mb']['disk']} MB on disk"))
+        if "d" in res:
+            d = res["d"]
+            lines.append(("(d) tfos cluster.inference", d["tfos_rows_per_s"], d["check"]))
+            lines.append(("(d) direct mapPartitions", d["direct_rows_per_s"], ""))
+        for name, rate, note in lines:
+            print(f"  {name:<44} {rate:>10,} rows/s   {note}")
+        for key, label in (("a_tfos", "(a) tfos"), ("b", "(b) tfos"), ("d", "(d) tfos")):
+            rss = res.get(key, {}).get("rss")
+            if rss:
+                print(f"  peak RSS during {label:<9} TF processes {rss['tf']['peak_sum_mb']:7.0f} MB "
+                      f"(largest {rss['tf']['peak_single_mb']:.0f}), feeding Python workers "
+                      f"{rss['feed']['peak_sum_mb']:.0f} MB (largest {rss['feed']['peak_single_mb']:.0f}), "
+                      f"executor JVMs {rss['jvm']['peak_sum_mb']:.0f} MB")
+    figures, rows = evaluate(results)
+    print("\n=== targets ===")
+    print(f"  {'size':<20} {'measure':<52} {'value':>9} {'target':>8}  verdict")
+    for size, name, value, goal, verdict in rows:
+        size_text = f"{size:,}" if isinstance(size, int) else str(size)
+        value_text = "-" if value is None else f"{value:g}"
+        print(f"  {size_text:<20} {name:<52} {value_text:>9} {goal:>8}  {verdict}")
+    for size, entries in figures.items():
+        for name, entry in entries.items():
+            if "sum_over_processes_growth_mb" in entry:
+                print(f"  {size:<20} {name.replace('peak RSS growth', 'sum over the group'):<52} "
+                      f"{entry['sum_over_processes_growth_mb']:>9g}           (information)")
+    failed = [f"{size}: {name}" for size, name, _, _, verdict in rows if verdict == "FAIL"]
+    print(f"\nfailed targets: {'; '.join(failed) if failed else 'none'}")
+    load = [round(x, 1) for x in os.getloadavg()]
+    print(f"whole run: {elapsed:.0f}s; load average (1/5/15 min) at the start {bench.load_start}, at the end {load} "
+          f"on {os.cpu_count()} CPUs")
+    print(json.dumps({"bench": "feed_throughput", "workers": WORKERS, "batch_size": bench.opts.batch_size,
+                      "argv": sys.argv[1:], "seconds": round(elapsed, 1), "cpus": os.cpu_count(),
+                      "load_average": {"start": bench.load_start, "end": load},
+                      "results": {str(k): v for k, v in results.items()},
+                      "targets": figures, "failed": failed}))
+
+
+def compare(opts: argparse.Namespace) -> None:
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from tests.spark_standalone import StandaloneCluster
+
+    def on_sigterm(*_: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    bench = Bench(opts)
+    bench.sampler.start()
+    try:
+        bench.log(f"sizes {', '.join(f'{n:,}' for n in opts.sizes)}; measurements {','.join(sorted(opts.only))}; "
+                  f"starting a Spark standalone cluster of {WORKERS} single-core workers")
+        bench.standalone = StandaloneCluster(workers=WORKERS, worker_memory=opts.worker_memory).start()
+        for n in opts.sizes:
+            bench.results[n] = bench.run_size(n)
+    except BaseException:
+        if bench.results:
+            print("\nthe run failed; figures of the sizes that completed:")
+            bench.cleanup()
+            print_report(bench, time.monotonic() - bench.t_start)
+        raise
+    finally:
+        bench.cleanup()
+    if bench.standalone is not None:
+        shutil.rmtree(bench.standalone.log_dir, ignore_errors=True)
+    print_report(bench, time.monotonic() - bench.t_start)
+
+
+# =============================================================================================
+# micro-benchmarks kept from the first version: channel, spark (local[N])
+# =============================================================================================
 def _consume(feed_dir: str, node: str, read: str, batch_size: int, out) -> None:
     from types import SimpleNamespace
 
@@ -135,18 +1161,60 @@ def spark(args) -> dict:
             "consumer_peak_rss_mb": [round(c["peak_rss_mb"]) for c in consumers]}
 
 
-def main() -> None:
+# =============================================================================================
+# command line
+# =============================================================================================
+def _sizes(text: str) -> list[int]:
+    sizes = [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
+    if not sizes or min(sizes) < WORKERS:
+        raise argparse.ArgumentTypeError(f"sizes must be integers >= {WORKERS}")
+    return sorted(set(sizes))
+
+
+def _only(text: str) -> set[str]:
+    parts = {s.strip() for s in text.split(",") if s.strip()}
+    if not parts or parts - set("abcd"):
+        raise argparse.ArgumentTypeError("--only takes a comma-separated subset of a,b,c,d")
+    if "c" in parts and not parts & {"a", "b"}:
+        parts |= {"a", "b"}  # (c) is sampled during (a) and (b)
+    return parts
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("compare", "channel", "spark", "-h", "--help"):
+        argv.insert(0, "compare")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["channel", "spark"])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--width", type=int, default=784, help="float32 values per row (plus an int label)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--read", choices=["batches", "next_batch"], default="batches")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--partitions", type=int, default=8)
-    args = parser.parse_args()
-    print(json.dumps(channel(args) if args.bench == "channel" else spark(args)))
+    sub = parser.add_subparsers(dest="bench", required=True)
+    cmp_ = sub.add_parser("compare", help="the issue-3 side-by-side benchmark (default)")
+    cmp_.add_argument("--sizes", type=_sizes, default=[60_000, 1_000_000], help="rows, comma-separated")
+    cmp_.add_argument("--only", type=_only, default=set("abcd"), help="subset of a,b,c,d (default all)")
+    cmp_.add_argument("--batch-size", type=int, default=128)
+    cmp_.add_argument("--partitions", type=int, default=None,
+                      help="input partitions (default max(8, rows / 25,000))")
+    cmp_.add_argument("--baseline-max-rows", type=int, default=None,
+                      help="feed at most this many rows through the old-way baseline (its rate is per row)")
+    cmp_.add_argument("--queue-rows", type=int, default=4096,
+                      help="bound of the baseline's manager queue (TFoS's was unbounded, with a join per partition)")
+    cmp_.add_argument("--image-column", choices=["binary", "array"], default="binary",
+                      help="(b): the image as 784 raw bytes or as array<tinyint>")
+    cmp_.add_argument("--executor-memory", default="3g", help="spark.executor.memory (the (b) cache lives there)")
+    cmp_.add_argument("--worker-memory", default="4g", help="memory of each standalone worker")
+    cmp_.add_argument("--timeout", type=float, default=1800, help="limit per measurement, seconds")
+    for name in ("channel", "spark"):
+        p = sub.add_parser(name, help=f"the {name} micro-benchmark")
+        p.add_argument("--rows", type=int, default=100_000)
+        p.add_argument("--width", type=int, default=784, help="float32 values per row (plus an int label)")
+        p.add_argument("--epochs", type=int, default=1)
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--read", choices=["batches", "next_batch"], default="batches")
+        p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--partitions", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.bench == "compare":
+        compare(args)
+    else:
+        print(json.dumps(channel(args) if args.bench == "channel" else spark(args)))
 
 
 if __name__ == "__main__":

@@ -165,8 +165,10 @@ def _tagged(df: Any) -> Any:
 
 
 def _partition_counts(data: Any) -> dict[int, int]:
+    """Rows per input partition. A DataFrame is counted by Spark itself (no column is read, no
+    Python runs); an RDD's rows are counted in Python (persist an expensive RDD first)."""
     if _is_dataframe(data):
-        rows = _tagged(data).mapInArrow(feeder.count_arrow, "p int, n long").collect()
+        rows = _tagged(data).groupBy(feeder.PARTITION_COLUMN).count().collect()
         return {int(r[0]): int(r[1]) for r in rows}
     return dict(data.mapPartitionsWithIndex(feeder.count_rows).collect())
 
@@ -216,6 +218,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
                                 on_error=on_error)
         plans, totals, summary = [], {}, {}
         for qi, (q, x) in enumerate(inputs):
+            counting = time.monotonic()
             try:
                 counts = _partition_counts(x)
             except Exception as exc:
@@ -226,6 +229,8 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
                 offsets[p] = before % n
                 before += counts[p]
             total = before
+            logger.info("input %r: counted %d rows in %d partitions in %.1fs", q, total, len(counts),
+                        time.monotonic() - counting)
             per_worker = total // n if remainder == "drop" or total < n else -(-total // n)
             left = total - per_worker * n
             summary[q] = {"rows": total, "partitions": len(counts), "rows_per_worker_per_epoch": per_worker,
@@ -260,6 +265,8 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             server.close()
     shards = sorted((json.loads(line) for line in lines), key=lambda s: s["shard"])
     elapsed = time.monotonic() - started
+    logger.info("feed stage: spilling the shuffled shards took %s s, feeding them %s s (per shard)",
+                [s.get("spill_seconds") for s in shards], [s.get("feed_seconds") for s in shards])
     fed = {q: sum(s["inputs"].get(q, {}).get("rows", 0) for s in shards) for q in names}
     for q in names:
         states = [s["inputs"].get(q, {}).get("state") for s in shards]

@@ -218,18 +218,6 @@ def _untag(batch: pa.RecordBatch) -> tuple[int | None, pa.RecordBatch]:
     return partition, pa.RecordBatch.from_arrays([batch.column(i) for i in keep], schema=schema)
 
 
-def count_arrow(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` function (schema ``p int, n long``) over a tagged DataFrame: rows per partition."""
-    partition, n = None, 0
-    for batch in batches:
-        p, _ = _untag(batch)
-        partition = p if p is not None else partition
-        n += batch.num_rows
-    if n:
-        yield pa.RecordBatch.from_arrays([pa.array([partition], pa.int32()), pa.array([n], pa.int64())],
-                                         names=["p", "n"])
-
-
 def shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, tuple]]:
     """``mapPartitionsWithIndex`` function: RDD rows -> ``(shard, (qindex, rows, arrow_ipc_bytes))``."""
     try:
@@ -441,10 +429,12 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
     reporter = None
     try:
         target = NodeTarget(pick_local_node(plan.cluster_id, shard))
+        began = time.monotonic()
         for _, (qi, rows, payload) in pairs:
             spills[qi].append(payload, rows)
         for spill in spills:
             spill.finish()
+        spilled = time.monotonic()
         mine = {"shard": shard, "node": target.name, "host": socket.gethostname(),
                 "executor": target.node.get("executor_id"), "rows": [s.rows for s in spills]}
         everyone = [json.loads(m) for m in ctx.allGather(json.dumps(mine))]
@@ -454,7 +444,8 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
             reporter = ProgressReporter(plan.progress, {"feed": plan.feed_id, "shard": shard, "node": target.name})
         results = _feed_inputs(plan, target, shard, spills, targets, reporter)
         stats = {"shard": shard, "node": target.name, "rows_in_shard": [s.rows for s in spills],
-                 "rows_per_epoch": targets, "inputs": results}
+                 "rows_per_epoch": targets, "inputs": results, "spill_seconds": round(spilled - began, 3),
+                 "feed_seconds": round(time.monotonic() - spilled, 3)}
         yield json.dumps(stats)
     except Exception as exc:
         report_error(plan.progress, {"feed": plan.feed_id, "shard": shard}, f"{type(exc).__name__}: {exc}")
