@@ -540,10 +540,13 @@ class Timeout(Exception):
 
 
 class Watchdog:
-    """Cancel Spark jobs and interrupt the main thread when a measurement runs past ``seconds``."""
+    """Give up on a measurement that runs past ``seconds``: cancel its Spark jobs (the blocked
+    action then fails) and, if the main thread is still inside after ``grace`` seconds (e.g. in
+    a wait of its own), interrupt it; either way the block raises ``Timeout``."""
 
-    def __init__(self, seconds: float, what: str, sc: Any = None):
-        self.seconds, self.what, self.sc, self.fired = seconds, what, sc, False
+    def __init__(self, seconds: float, what: str, sc: Any = None, grace: float = 30.0):
+        self.seconds, self.what, self.sc, self.grace, self.fired = seconds, what, sc, grace, False
+        self.left = threading.Event()
         self.timer = threading.Timer(seconds, self._fire)
         self.timer.daemon = True
 
@@ -555,13 +558,16 @@ class Watchdog:
                 self.sc.cancelAllJobs()
             except Exception:  # noqa: BLE001
                 pass
-        _thread.interrupt_main()
+        if not self.left.wait(self.grace):
+            # SIGTERM's handler raises KeyboardInterrupt; SIGINT's (PySpark's) would call into the JVM
+            _thread.interrupt_main(signal.SIGTERM)
 
     def __enter__(self) -> Watchdog:
         self.timer.start()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.left.set()
         self.timer.cancel()
         if self.fired:
             raise Timeout(f"{self.what} timed out after {self.seconds:.0f}s") from exc

@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.SPARK)
         try:
             begin = time.time()  # includes the nodes' start-up: feed tasks wait for the model to load
-            # An RDD in, an RDD of main_fun's results out (dicts, one per row, in partition order). On a
-            # DataFrame, cluster.inference returns a DataFrame whose schema Spark infers with an extra
-            # pass over the first partition, so it would be predicted twice.
-            outputs = cluster.inference(images.rdd).collect()
+            # A DataFrame in, a DataFrame out: with output_schema the results are built in Arrow, one
+            # row per input row, in partition order.
+            predictions = cluster.inference(images, output_schema=OUTPUT_SCHEMA)
+            outputs = [row.asDict() for row in predictions.collect()]
             elapsed = time.time() - begin
         finally:
             cluster.shutdown()

@@ -214,13 +214,22 @@ class TFCluster:
         self._raise_if_failed()
         return report
 
-    def inference(self, data: Any, feed_timeout: float = 600, qname: str = "input") -> Any:
-        """Run ``data`` through the workers; one output per input row, in order within each partition."""
+    def inference(self, data: Any, feed_timeout: float = 600, qname: str = "input",
+                  output_schema: Any = None) -> Any:
+        """Run ``data`` through the workers; one output per input row, in order within each partition.
+
+        An RDD gives an RDD of the values passed to ``batch_results``. A DataFrame gives a
+        DataFrame: with ``output_schema`` (a ``StructType`` or DDL string such as
+        ``"prediction bigint, label bigint"``) its columns are built in Arrow, in one pass;
+        without it the schema is inferred from the first partition's results, which Spark
+        computes once more for that.
+        """
         self._require_spark_mode("inference")
         from tfos.feed import feed_job
 
         return feed_job.inference(self.sc, data, cluster_id=self.cluster_id, num_workers=self.num_trainers,
-                                  feed_timeout=feed_timeout, qname=qname, job_group=self.feed_group)
+                                  feed_timeout=feed_timeout, qname=qname, job_group=self.feed_group,
+                                  output_schema=output_schema)
 
     @property
     def num_trainers(self) -> int:
