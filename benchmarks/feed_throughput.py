@@ -30,7 +30,7 @@ workers on 127.0.0.1) with MNIST-shaped rows built from the real training images
 (d) Inference: ``cluster.inference(rdd)`` with a numpy nearest-centroid model on the TF side
     (``feed.batches(128)`` -> predictions -> ``feed.batch_results``) against
     ``rdd.mapPartitions`` running the same model per 128-row batch with no TF cluster; both
-    counted by the same ``mapPartitions`` + ``collect``.
+    counted by the same ``mapPartitions`` + ``collect``, alternately, best of ``--repeats`` (2).
 
 Rates are rows / wall seconds from the start of the feeding call (``cluster.train``, the
 baseline's feed job, ``inference``...) to the moment the last consumer has consumed its last row
@@ -38,10 +38,23 @@ baseline's feed job, ``inference``...) to the moment the last consumer has consu
 directory). Row counts and label/pixel checksums of every path are checked against the expected
 values. For each size, (a) and then (b)+(d) run in their own Spark application (fresh executors
 and Python workers, so RSS peaks start from the same state), after a warm-up job; each
-measurement starts its own TF cluster (its start is not timed).
+measurement starts its own TF cluster and waits until every ``main_fun`` has opened its feed
+(none of that is timed).
+
+Notes. The baseline is a slightly *faster* old way than TensorFlowOnSpark's own: TFoS also
+called ``task_done()`` after every ``get`` (another round trip) and ``join()`` after every
+partition; here the queue is only bounded (``--queue-rows``) so that memory stays flat. The
+(a)-tfos consumer asks for its last short batch by its size (``next_batch(48)``, say), as the
+rows per worker are known, so that its clock stops when the data is consumed rather than when
+the feed is ended by ``shutdown``; the baseline consumer's clock likewise stops at its last row
+(plus the time to consume the final short batch). The executors get a private ``TMPDIR`` and a
+marker in their environment: RSS sampling finds the run's processes by it, and at exit every
+process still carrying it (tfos's per-executor TF launcher, which otherwise idles for 5
+minutes) is stopped, after the Spark application and the standalone cluster.
 
     .venv/bin/python benchmarks/feed_throughput.py --sizes 60000,1000000
     .venv/bin/python benchmarks/feed_throughput.py --sizes 6000 --only a,d
+    .venv/bin/python benchmarks/feed_throughput.py --baseline-max-rows 200000   # shorter baseline at 1M
 
 Prints progress lines, then one table per size (rows/s, ratios, targets, PASS/FAIL) and one
 JSON line with every figure. The exit status is 0 whether or not targets are met.
@@ -189,23 +202,39 @@ def _record_pid(args: dict, ctx: Any) -> None:
     _write_json(os.path.join(args["out"], f"tfpid-{args['tag']}-{ctx.executor_id}"), {"pid": os.getpid()})
 
 
+def _mark_ready(args: dict, ctx: Any) -> None:
+    """main_fun is set up (feed open, model built): the driver starts its clock after this."""
+    _write_json(os.path.join(args["out"], f"ready-{args['tag']}-{ctx.executor_id}"), {"t": time.time()})
+
+
 def _write_result(args: dict, ctx: Any, result: dict) -> None:
     result.update(node=f"{ctx.job_name}:{ctx.task_index}", executor_id=ctx.executor_id, pid=os.getpid(),
                   ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     _write_json(os.path.join(args["out"], f"result-{args['tag']}-{ctx.executor_id}.json"), result)
 
 
-def _read_results(out: str, tag: str, count: int, timeout: float) -> list[dict]:
+def _wait_files(paths: list[str], timeout: float, what: str, cluster: Any = None) -> None:
     deadline = time.monotonic() + timeout
-    paths = [os.path.join(out, f"result-{tag}-{i}.json") for i in range(count)]
     while True:
         missing = [p for p in paths if not os.path.exists(p)]
         if not missing:
-            break
+            return
+        if cluster is not None and cluster.state == "failed":
+            cluster.shutdown(timeout=10)  # raises the node's failure (NodeFailure, with its traceback)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{tag}: no result from {len(missing)} of {count} TF nodes after {timeout:.0f}s "
+            raise TimeoutError(f"{what}: {len(missing)} of {len(paths)} TF nodes not there after {timeout:.0f}s "
                                f"(missing {missing})")
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def _wait_ready(out: str, tag: str, count: int, timeout: float, cluster: Any) -> None:
+    _wait_files([os.path.join(out, f"ready-{tag}-{i}") for i in range(count)], timeout, f"{tag}: main_fun set-up",
+                cluster)
+
+
+def _read_results(out: str, tag: str, count: int, timeout: float) -> list[dict]:
+    paths = [os.path.join(out, f"result-{tag}-{i}.json") for i in range(count)]
+    _wait_files(paths, timeout, f"{tag}: results")
     results = []
     for p in paths:
         with open(p) as f:
@@ -221,6 +250,7 @@ def main_a(args: dict, ctx: Any) -> None:
     feed = ctx.get_data_feed(train_mode=True)
     consumer = Consumer()
     batch_size, expected = args["batch_size"], args["rows_per_worker"]
+    _mark_ready(args, ctx)
     while not feed.should_stop():
         # The last short batch of this worker's rows is asked for by its size, so that it is
         # handed out when it arrives instead of when the feed ends (cluster shutdown).
@@ -260,6 +290,7 @@ def main_baseline(args: dict, ctx: Any) -> None:
         _write_json(os.path.join(args["out"], f"mgr-{args['tag']}-{ctx.executor_id}.json"),
                     {"address": list(mgr.address), "authkey": authkey.hex()})
         proxy = mgr.get_queue()
+        _mark_ready(args, ctx)
         consumer = Consumer()
         batch_size, timeout = args["batch_size"], args["timeout"]
         batch: list = []
@@ -368,7 +399,8 @@ def main_b(args: dict, ctx: Any) -> None:
 
     _record_pid(args, ctx)
     feed = ctx.get_data_feed(train_mode=True)
-    ds = feed.dataset(args["batch_size"])
+    _mark_ready(args, ctx)
+    ds = feed.dataset(args["batch_size"])  # waits for the first data, to infer the signature
     binary = args["image_column"] == "binary"
 
     def decode(batch):
@@ -392,6 +424,7 @@ def main_d(args: dict, ctx: Any) -> None:
     weights, bias = model()
     feed = ctx.get_data_feed(train_mode=False)
     rows, t_last = 0, None
+    _mark_ready(args, ctx)
     while not feed.should_stop():
         for pixels, _labels in feed.batches(args["batch_size"]):
             feed.batch_results(predict(pixels, weights, bias))
@@ -741,6 +774,7 @@ class Bench:
         self.log(f"(a) tfos: cluster.train(RDD of {n:,} Python rows) -> next_batch({self.opts.batch_size})")
         with Watchdog(self.opts.timeout, "(a) tfos", sc), \
                 self.tf_cluster(sc, main_a, self.node_args(tag, rows_per_worker=per_worker)) as cluster:
+            _wait_ready(self.out, tag, WORKERS, 120, cluster)
             self.sampler.begin(tag)
             try:
                 t0 = time.time()
@@ -770,6 +804,7 @@ class Bench:
         with Watchdog(timeout, "(a) baseline", sc), \
                 self.tf_cluster(sc, main_baseline, self.node_args(tag, queue_rows=self.opts.queue_rows)) as cluster:
             cid = cluster.cluster_id
+            _wait_ready(self.out, tag, WORKERS, 120, cluster)
             t0 = time.time()
             fed = self.index_rdd(sc, nb).mapPartitionsWithIndex(
                 partial(baseline_feed, cid, self.out, tag, timeout)).collect()
@@ -826,6 +861,7 @@ class Bench:
                          f"{scans[0]:.2f}s)")
                 self.log(f"(b) tfos: cluster.train(DataFrame) -> dataset({self.opts.batch_size}) decoded in TF")
                 with self.tf_cluster(sc, main_b, self.node_args(tag, image_column=kind)) as cluster:
+                    _wait_ready(self.out, tag, WORKERS, 120, cluster)
                     self.sampler.begin(tag)
                     try:
                         t0 = time.time()
@@ -851,33 +887,41 @@ class Bench:
     def d_inference(self, sc: Any, n: int) -> dict:
         tag = f"d-{n}"
         bs = self.opts.batch_size
+        repeats = self.opts.repeats
         rdd = self.index_rdd(sc, n).mapPartitions(make_rows)
-        self.log(f"(d) direct: rdd.mapPartitions(numpy model), {n:,} rows")
-        with Watchdog(self.opts.timeout, "(d) direct", sc):
-            t = time.time()
-            direct = rdd.mapPartitions(partial(predict_partition, bs)).mapPartitions(count_and_sum).collect()
-            direct_s = time.time() - t
-        self.log(f"(d) direct: {n / direct_s:,.0f} rows/s ({direct_s:.1f}s)")
-        self.log(f"(d) tfos: cluster.inference(rdd) -> batches({bs}) -> numpy model -> batch_results")
-        with Watchdog(self.opts.timeout, "(d) tfos", sc), self.tf_cluster(sc, main_d, self.node_args(tag)) as cluster:
+        self.log(f"(d) inference of {n:,} rows, {repeats} time(s) each, alternating: direct rdd.mapPartitions(numpy "
+                 f"model) and tfos cluster.inference(rdd) -> batches({bs}) -> numpy model -> batch_results")
+        direct_s, tfos_s, checks = [], [], []
+        with Watchdog(self.opts.timeout * repeats, "(d) inference", sc), \
+                self.tf_cluster(sc, main_d, self.node_args(tag)) as cluster:
+            _wait_ready(self.out, tag, WORKERS, 120, cluster)
             self.sampler.begin(tag)
             try:
-                t = time.time()
-                ours = cluster.inference(rdd).mapPartitions(count_and_sum).collect()
-                tfos_s = time.time() - t
+                for i in range(repeats):
+                    t = time.time()
+                    direct = rdd.mapPartitions(partial(predict_partition, bs)).mapPartitions(count_and_sum).collect()
+                    direct_s.append(time.time() - t)
+                    t = time.time()
+                    ours = cluster.inference(rdd).mapPartitions(count_and_sum).collect()
+                    tfos_s.append(time.time() - t)
+                    d_rows, d_sum = (sum(x) for x in zip(*direct, strict=True))
+                    t_rows, t_sum = (sum(x) for x in zip(*ours, strict=True))
+                    checks.append({"outputs": {"direct": d_rows, "tfos": t_rows},
+                                   "prediction_sum": {"direct": d_sum, "tfos": t_sum},
+                                   "ok": d_rows == t_rows == n and d_sum == t_sum})
+                    self.log(f"(d) run {i + 1}: direct {n / direct_s[-1]:,.0f} rows/s ({direct_s[-1]:.1f}s), tfos "
+                             f"{n / tfos_s[-1]:,.0f} rows/s ({tfos_s[-1]:.1f}s) [outputs {t_rows:,} and {d_rows:,}; "
+                             f"prediction sums {'equal' if d_sum == t_sum else 'DIFFER'}]")
                 cluster.shutdown(timeout=self.opts.timeout)
             finally:
                 rss = self.sampler.end()
         nodes = _read_results(self.out, tag, WORKERS, 60)
-        d_rows, d_sum = (sum(x) for x in zip(*direct, strict=True))
-        t_rows, t_sum = (sum(x) for x in zip(*ours, strict=True))
-        same = d_rows == t_rows == n and d_sum == t_sum
-        out = {"direct_s": round(direct_s, 2), "direct_rows_per_s": round(n / direct_s), "tfos_s": round(tfos_s, 2),
-               "tfos_rows_per_s": round(n / tfos_s), "outputs": {"direct": d_rows, "tfos": t_rows},
-               "prediction_sum": {"direct": d_sum, "tfos": t_sum}, "rows_per_node": [nd["rows"] for nd in nodes],
-               "rss": rss, "check": "ok" if same else "MISMATCH"}
-        self.log(f"(d) tfos: {out['tfos_rows_per_s']:,} rows/s ({tfos_s:.1f}s) [outputs {t_rows:,}, direct "
-                 f"{d_rows:,}; prediction sums {'equal' if d_sum == t_sum else 'DIFFER'}]")
+        out = {"direct_s": [round(x, 2) for x in direct_s], "tfos_s": [round(x, 2) for x in tfos_s],
+               "direct_rows_per_s": round(n / min(direct_s)), "tfos_rows_per_s": round(n / min(tfos_s)),
+               "rate": f"best of {repeats}", "runs": checks, "rows_per_node": [nd["rows"] for nd in nodes], "rss": rss,
+               "check": "ok" if all(c["ok"] for c in checks) else "MISMATCH"}
+        self.log(f"(d) best of {repeats}: tfos {out['tfos_rows_per_s']:,} rows/s, direct {out['direct_rows_per_s']:,} "
+                 f"rows/s [{out['check']}]")
         return out
 
 
@@ -918,7 +962,7 @@ def kill_marked(marker: bytes, grace: float = 5.0) -> list[tuple[int, str]]:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    return [(pid, cmd.replace(b"\0", b" ").decode(errors="replace").strip()[:80]) for pid, cmd in procs]
+    return [(pid, cmd.replace(b"\0", b" ").decode(errors="replace").strip()[-100:]) for pid, cmd in procs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -997,8 +1041,8 @@ def print_report(bench: Bench, elapsed: float) -> None:
                           f"cache {b['cached_mb']['memory']} MB in memory, {b['cached_mb']['disk']} MB on disk"))
         if "d" in res:
             d = res["d"]
-            lines.append(("(d) tfos cluster.inference", d["tfos_rows_per_s"], d["check"]))
-            lines.append(("(d) direct mapPartitions", d["direct_rows_per_s"], ""))
+            lines.append(("(d) tfos cluster.inference", d["tfos_rows_per_s"], f"{d['rate']}; {d['check']}"))
+            lines.append(("(d) direct mapPartitions", d["direct_rows_per_s"], d["rate"]))
         for name, rate, note in lines:
             print(f"  {name:<44} {rate:>10,} rows/s   {note}")
         for key, label in (("a_tfos", "(a) tfos"), ("b", "(b) tfos"), ("d", "(d) tfos")):
@@ -1035,6 +1079,8 @@ def print_report(bench: Bench, elapsed: float) -> None:
 def compare(opts: argparse.Namespace) -> None:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if opts.verbose:
+        logging.getLogger("tfos").setLevel(logging.INFO)
     from tests.spark_standalone import StandaloneCluster
 
     def on_sigterm(*_: Any) -> None:
@@ -1206,7 +1252,10 @@ def main(argv: list[str] | None = None) -> None:
                       help="(b): the image as 784 raw bytes or as array<tinyint>")
     cmp_.add_argument("--executor-memory", default="3g", help="spark.executor.memory (the (b) cache lives there)")
     cmp_.add_argument("--worker-memory", default="4g", help="memory of each standalone worker")
+    cmp_.add_argument("--repeats", type=int, default=2,
+                      help="(d): runs of each inference path, alternating; the best counts")
     cmp_.add_argument("--timeout", type=float, default=1800, help="limit per measurement, seconds")
+    cmp_.add_argument("--verbose", action="store_true", help="tfos's INFO log lines (feed progress, timings)")
     for name in ("channel", "spark"):
         p = sub.add_parser(name, help=f"the {name} micro-benchmark")
         p.add_argument("--rows", type=int, default=100_000)
