@@ -77,10 +77,6 @@ from tfos.feed.progress import ProgressServer
 logger = logging.getLogger("tfos.feed")
 
 
-def _shard_key(key: int) -> int:
-    return key
-
-
 def _is_dataframe(data: Any) -> bool:
     try:
         from pyspark.sql import DataFrame
@@ -165,19 +161,79 @@ def _tagged(df: Any) -> Any:
 
 
 def _partition_counts(data: Any) -> dict[int, int]:
-    """Rows per input partition. A DataFrame is counted by Spark itself (no column is read, no
-    Python runs); an RDD's rows are counted in Python (persist an expensive RDD first)."""
+    """Rows per input partition. Only a DataFrame's partition ids travel to Python (no data
+    column is read); an RDD's rows are counted in Python (persist an expensive RDD first)."""
     if _is_dataframe(data):
-        rows = _tagged(data).groupBy(feeder.PARTITION_COLUMN).count().collect()
-        return {int(r[0]): int(r[1]) for r in rows}
+        rows = _tagged(data).select(feeder.PARTITION_COLUMN).mapInArrow(feeder.count_partitions,
+                                                                        "p int, n long").collect()
+        counts: dict[int, int] = {}
+        for r in rows:
+            counts[int(r[0])] = counts.get(int(r[0]), 0) + int(r[1])
+        return counts
     return dict(data.mapPartitionsWithIndex(feeder.count_rows).collect())
 
 
-def _keyed(data: Any, plan: feeder.ShardPlan) -> Any:
+def _chunks(data: Any, plan: feeder.ShardPlan) -> Any:
+    """A DataFrame ``(shard, q, rows, payload)`` of the Arrow IPC chunks of DataFrame ``data``."""
+    return _tagged(data).mapInArrow(partial(feeder.shard_arrow, plan), feeder.SHARD_SCHEMA_DDL)
+
+
+def _chunk_pairs(data: Any, plan: feeder.ShardPlan) -> Any:
+    """An RDD ``(shard, (q, rows, payload))`` of the Arrow IPC chunks of ``data`` (RDD or DataFrame)."""
     if _is_dataframe(data):
-        out = _tagged(data).mapInArrow(partial(feeder.shard_arrow, plan), feeder.SHARD_SCHEMA_DDL)
-        return out.rdd.map(lambda r: (r[0], (r[1], r[2], r[3])))
+        return _chunks(data, plan).rdd.map(lambda r: (r[0], (r[1], r[2], r[3])))
     return data.mapPartitionsWithIndex(partial(feeder.shard_rows, plan))
+
+
+def _routing_keys(spark: Any, n: int) -> list[int]:
+    """For each shard ``k`` a bigint whose Spark hash partition among ``n`` is ``k``.
+
+    ``repartition(n, col)`` puts a row into partition ``pmod(hash(col), n)``; routing chunks by
+    these keys sends shard ``k`` to partition ``k`` with the shuffle done by Spark, not Python.
+    """
+    from pyspark.sql import functions as F  # noqa: N812
+
+    found: dict[int, int] = {}
+    span = 64 * n + 64
+    rows = spark.range(0, span).select("id", F.expr(f"pmod(hash(id), {n})").alias("k")).collect()
+    for r in rows:
+        found.setdefault(int(r[1]), int(r[0]))
+    if len(found) < n:  # not expected: murmur3 spreads 64*n ids over every bucket
+        raise FeedError(f"could not find routing keys for {n} shards among {span} ids")
+    return [found[k] for k in range(n)]
+
+
+def _routed(spark: Any, chunks: Any, n: int) -> Any:
+    """``chunks`` repartitioned by Spark so that partition ``k`` holds exactly shard ``k``."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    keys = F.array(*[F.lit(k).cast("bigint") for k in _routing_keys(spark, n)])
+    key = F.element_at(keys, F.col("shard") + 1)
+    return chunks.repartition(n, key)
+
+
+def _run_feed(inputs: list[tuple[str, Any]], plans: list[feeder.ShardPlan], plan: feeder.TrainPlan,
+              n: int) -> list[str]:
+    """The feed job: chunks routed to ``n`` barrier tasks, one per worker; returns their statistics.
+
+    DataFrames only: the chunks stay in a DataFrame and Spark shuffles them (no Python in the
+    shuffle). With an RDD among the inputs: one Python ``partitionBy`` of (shard, chunk) pairs.
+    """
+    if all(_is_dataframe(x) for _, x in inputs):
+        spark = inputs[0][1].sparkSession
+        chunks = _chunks(inputs[0][1], plans[0])
+        for (_, x), shard_plan in zip(inputs[1:], plans[1:], strict=True):
+            chunks = chunks.unionAll(_chunks(x, shard_plan))
+        feed = _routed(spark, chunks, n).mapInArrow(partial(feeder.feed_shard_arrow, plan), "line string",
+                                                    barrier=True)
+        return [r[0] for r in feed.collect()]
+    pairs = [_chunk_pairs(x, shard_plan) for (_, x), shard_plan in zip(inputs, plans, strict=True)]
+    shuffled = (pairs[0] if len(pairs) == 1 else pairs[0].context.union(pairs)).partitionBy(n, _identity)
+    return shuffled.barrier().mapPartitions(partial(feeder.feed_shard, plan)).collect()
+
+
+def _identity(key: int) -> int:
+    return key
 
 
 def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: int = 1, feed_timeout: float = 600,
@@ -249,14 +305,12 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             if per_worker == 0:
                 logger.warning("input %r has fewer rows (%d) than workers (%d): every worker gets an empty epoch", q,
                                total, n)
-            plans.append(_keyed(x, feeder.ShardPlan(qi, n, offsets, chunk_rows, chunk_bytes, server.address)))
+            plans.append(feeder.ShardPlan(qi, n, offsets, chunk_rows, chunk_bytes, server.address))
         server.totals = totals
-        pairs = plans[0] if len(plans) == 1 else sc.union(plans)
-        shuffled = pairs.partitionBy(n, _shard_key)
         plan = feeder.TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
                                 end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address)
         try:
-            lines = shuffled.barrier().mapPartitions(partial(feeder.feed_shard, plan)).collect()
+            lines = _run_feed(inputs, plans, plan, n)
         except Exception as exc:
             if failures:
                 raise FeedError(f"feeding {'/'.join(names)} to the workers failed: {failures[0]}") from exc

@@ -218,6 +218,18 @@ def _untag(batch: pa.RecordBatch) -> tuple[int | None, pa.RecordBatch]:
     return partition, pa.RecordBatch.from_arrays([batch.column(i) for i in keep], schema=schema)
 
 
+def count_partitions(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` function over the partition-id column alone: rows per partition."""
+    counts: dict[int, int] = {}
+    for batch in batches:
+        if batch.num_rows:
+            for p, n in zip(*np.unique(batch.column(0).to_numpy(), return_counts=True), strict=True):
+                counts[int(p)] = counts.get(int(p), 0) + int(n)
+    if counts:
+        yield pa.RecordBatch.from_arrays([pa.array(list(counts), pa.int32()), pa.array(list(counts.values()),
+                                                                                    pa.int64())], names=["p", "n"])
+
+
 def shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, tuple]]:
     """``mapPartitionsWithIndex`` function: RDD rows -> ``(shard, (qindex, rows, arrow_ipc_bytes))``."""
     try:
@@ -456,6 +468,27 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
         for spill in spills:
             spill.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def feed_shard_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Barrier ``mapInArrow`` function over the routed chunks ``(shard, q, rows, payload, ...)``:
+    :func:`feed_shard`, with a check that Spark routed exactly this task's shard here."""
+    from pyspark import BarrierTaskContext
+
+    shard = BarrierTaskContext.get().partitionId()
+
+    def pairs() -> Iterator[tuple[int, tuple]]:
+        for batch in batches:
+            shards, qs, rows, payloads = (batch.column(i) for i in range(4))
+            for k, q, n, payload in zip(shards.to_pylist(), qs.to_pylist(), rows.to_pylist(), payloads,
+                                        strict=True):
+                if k != shard:
+                    raise FeedError(f"feed task {shard} received a chunk of shard {k}: Spark's hash routing of "
+                                    f"the shards did not hold (please report this)")
+                yield k, (q, n, payload.as_buffer())
+
+    for line in feed_shard(plan, pairs()):
+        yield pa.RecordBatch.from_arrays([pa.array([line], pa.string())], names=["line"])
 
 
 def _check_one_task_per_node(everyone: list[dict]) -> None:
