@@ -264,3 +264,19 @@ def test_structured_stream_micro_batches_are_fed_as_epochs(sc, spark, nodes, tmp
     assert sorted(per_batch) == [3, 10]
     for worker in results(nodes):
         assert [sum(e["sizes"]) for e in worker["input"]] == per_batch
+
+
+def test_routing_keys_land_in_their_partition_under_spark_hash_partitioning(spark):
+    from pyspark.sql import functions as F  # noqa: N812
+
+    from tfos.feed.routing import routing_keys, spark_hash_long
+
+    values = [0, 1, -1, 2**31, -(2**31) - 1, 2**62 + 12345, -(2**63)] + list(range(2, 300))
+    df = spark.createDataFrame([(v,) for v in values], "v bigint")
+    expected = {r.v: r.h for r in df.select("v", F.hash("v").alias("h")).collect()}
+    assert {v: spark_hash_long(v) for v in values} == expected
+    for n in (1, 2, 3, 7):
+        keys = routing_keys(n)
+        tagged = spark.createDataFrame([(k, i) for i, k in enumerate(keys)], "key bigint, shard int")
+        placed = tagged.repartition(n, "key").select("shard", F.spark_partition_id().alias("p")).collect()
+        assert sorted((r.shard, r.p) for r in placed) == [(k, k) for k in range(n)]

@@ -73,6 +73,7 @@ import pyarrow as pa
 from tfos.feed import feeder
 from tfos.feed.errors import FeedError
 from tfos.feed.progress import ProgressServer
+from tfos.feed.routing import routing_keys
 
 logger = logging.getLogger("tfos.feed")
 
@@ -185,29 +186,11 @@ def _chunk_pairs(data: Any, plan: feeder.ShardPlan) -> Any:
     return data.mapPartitionsWithIndex(partial(feeder.shard_rows, plan))
 
 
-def _routing_keys(spark: Any, n: int) -> list[int]:
-    """For each shard ``k`` a bigint whose Spark hash partition among ``n`` is ``k``.
-
-    ``repartition(n, col)`` puts a row into partition ``pmod(hash(col), n)``; routing chunks by
-    these keys sends shard ``k`` to partition ``k`` with the shuffle done by Spark, not Python.
-    """
-    from pyspark.sql import functions as F  # noqa: N812
-
-    found: dict[int, int] = {}
-    span = 64 * n + 64
-    rows = spark.range(0, span).select("id", F.expr(f"pmod(hash(id), {n})").alias("k")).collect()
-    for r in rows:
-        found.setdefault(int(r[1]), int(r[0]))
-    if len(found) < n:  # not expected: murmur3 spreads 64*n ids over every bucket
-        raise FeedError(f"could not find routing keys for {n} shards among {span} ids")
-    return [found[k] for k in range(n)]
-
-
-def _routed(spark: Any, chunks: Any, n: int) -> Any:
+def _routed(chunks: Any, n: int) -> Any:
     """``chunks`` repartitioned by Spark so that partition ``k`` holds exactly shard ``k``."""
     from pyspark.sql import functions as F  # noqa: N812
 
-    keys = F.array(*[F.lit(k).cast("bigint") for k in _routing_keys(spark, n)])
+    keys = F.array(*[F.lit(k).cast("bigint") for k in routing_keys(n)])
     key = F.element_at(keys, F.col("shard") + 1)
     return chunks.repartition(n, key)
 
@@ -220,11 +203,10 @@ def _run_feed(inputs: list[tuple[str, Any]], plans: list[feeder.ShardPlan], plan
     shuffle). With an RDD among the inputs: one Python ``partitionBy`` of (shard, chunk) pairs.
     """
     if all(_is_dataframe(x) for _, x in inputs):
-        spark = inputs[0][1].sparkSession
         chunks = _chunks(inputs[0][1], plans[0])
         for (_, x), shard_plan in zip(inputs[1:], plans[1:], strict=True):
             chunks = chunks.unionAll(_chunks(x, shard_plan))
-        feed = _routed(spark, chunks, n).mapInArrow(partial(feeder.feed_shard_arrow, plan), "line string",
+        feed = _routed(chunks, n).mapInArrow(partial(feeder.feed_shard_arrow, plan), "line string",
                                                     barrier=True)
         return [r[0] for r in feed.collect()]
     pairs = [_chunk_pairs(x, shard_plan) for (_, x), shard_plan in zip(inputs, plans, strict=True)]
