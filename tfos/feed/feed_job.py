@@ -36,7 +36,8 @@ before the others, so every worker gets exactly the same number of rows per epoc
    executor; each task spills its shard to local disk once and replays it per epoch, one
    thread and connection per named input, so inputs are read independently (Keras
    ``validation_freq`` etc. cannot deadlock).
-4. The tasks ``allGather`` their shard sizes. Shards differ by at most one row; with
+4. The shard sizes follow from the count (the tasks check them on arrival, so an input that
+   changed between counting and feeding fails with a clear error). Shards differ by at most one row; with
    ``remainder="drop"`` (default) every worker gets ``floor(N / num_workers)`` rows per epoch
    and the fewer-than-``num_workers`` surplus rows are left out, a different row each epoch;
    with ``remainder="wrap"`` every worker gets ``ceil(N / num_workers)`` rows and the short
@@ -290,7 +291,8 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             plans.append(feeder.ShardPlan(qi, n, offsets, chunk_rows, chunk_bytes, server.address))
         server.totals = totals
         plan = feeder.TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
-                                end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address)
+                                end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address,
+                                totals=[summary[q]["rows"] for q in names], num_workers=n)
         try:
             lines = _run_feed(inputs, plans, plan, n)
         except Exception as exc:

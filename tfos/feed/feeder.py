@@ -7,9 +7,10 @@ Three kinds of task run this code (the driver side in ``feed_job`` builds the jo
   index ``g = offset[p] + j`` and goes to shard ``g mod num_workers``. The chunks go through one
   Spark shuffle (compact Arrow bytes, not Python rows).
 * **shard feed tasks** (training, a barrier stage of exactly ``num_workers`` tasks, one per
-  worker executor): :func:`feed_shard` spills its shard to local disk, agrees with the other
-  tasks on the rows per epoch (``allGather``), and feeds every named input to the local TF
-  node in its own thread and connection, epoch after epoch, from the spill file.
+  worker executor): :func:`feed_shard` spills its shard to local disk, checks its size against
+  the driver's count (which fixes the rows per epoch; no barrier round trip), and feeds every
+  named input to the local TF node in its own thread and connection, epoch after epoch, from
+  the spill file.
 * **inference tasks**: :func:`infer_rows` / :func:`infer_arrow` feed one partition to the local
   node and yield its results, one per input row, in input order.
 
@@ -413,12 +414,21 @@ class TrainPlan:
     remainder: str = "drop"  # or "wrap"
     progress: tuple | None = None  # (host, port, key) of the driver's ProgressServer
     feed_id: str = ""
+    totals: list[int] = field(default_factory=list)  # rows of each input, counted by the driver
+    num_workers: int = 1
     extra: dict = field(default_factory=dict)
 
-    def rows_per_epoch(self, sizes: list[int]) -> int:
-        if self.remainder == "wrap" and min(sizes) > 0:
-            return max(sizes)
-        return min(sizes)
+    def shard_size(self, qi: int, shard: int) -> int:
+        """Rows of input ``qi`` routed to ``shard``: global indices ``g`` with ``g mod n == shard``."""
+        total, n = self.totals[qi], self.num_workers
+        return total // n + (1 if shard < total % n else 0)
+
+    def rows_per_epoch(self, qi: int) -> int:
+        """Rows every worker gets per epoch: the smallest shard (drop) or the largest (wrap)."""
+        total, n = self.totals[qi], self.num_workers
+        if self.remainder == "wrap" and total >= n:
+            return -(-total // n)
+        return total // n
 
 
 def _spill_dir() -> str:
@@ -434,24 +444,27 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
     """
     from pyspark import BarrierTaskContext
 
-    ctx = BarrierTaskContext.get()
-    shard = ctx.partitionId()
+    shard = BarrierTaskContext.get().partitionId()
     directory = _spill_dir()
     spills = [SpillFile(directory, f"{i}.arrows") for i in range(len(plan.qnames))]
     reporter = None
+    claim = None
     try:
         target = NodeTarget(pick_local_node(plan.cluster_id, shard))
+        claim = _claim_node(target, plan, shard)
         began = time.monotonic()
         for _, (qi, rows, payload) in pairs:
             spills[qi].append(payload, rows)
         for spill in spills:
             spill.finish()
         spilled = time.monotonic()
-        mine = {"shard": shard, "node": target.name, "host": socket.gethostname(),
-                "executor": target.node.get("executor_id"), "rows": [s.rows for s in spills]}
-        everyone = [json.loads(m) for m in ctx.allGather(json.dumps(mine))]
-        _check_one_task_per_node(everyone)
-        targets = [plan.rows_per_epoch([e["rows"][i] for e in everyone]) for i in range(len(spills))]
+        for qi, spill in enumerate(spills):
+            expected = plan.shard_size(qi, shard)
+            if spill.rows != expected:
+                raise FeedError(f"input {plan.qnames[qi]!r} changed between counting and feeding: shard {shard} "
+                                f"got {spill.rows} rows where the count gave {expected}. Persist the input, or "
+                                f"make it deterministic (e.g. give sample()/randomSplit() a seed)")
+        targets = [plan.rows_per_epoch(qi) for qi in range(len(spills))]
         if plan.progress:
             reporter = ProgressReporter(plan.progress, {"feed": plan.feed_id, "shard": shard, "node": target.name})
         results = _feed_inputs(plan, target, shard, spills, targets, reporter)
@@ -468,6 +481,11 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
         for spill in spills:
             spill.close()
         shutil.rmtree(directory, ignore_errors=True)
+        if claim is not None:
+            try:
+                os.unlink(claim)
+            except OSError:
+                pass
 
 
 def feed_shard_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -491,16 +509,23 @@ def feed_shard_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Iter
         yield pa.RecordBatch.from_arrays([pa.array([line], pa.string())], names=["line"])
 
 
-def _check_one_task_per_node(everyone: list[dict]) -> None:
-    by_node: dict[str, list[dict]] = {}
-    for e in everyone:
-        by_node.setdefault(e["node"], []).append(e)
-    for node, tasks in by_node.items():
-        if len(tasks) > 1:
-            where = ", ".join(f"shard {t['shard']} on {t['host']} executor {t['executor']}" for t in tasks)
-            raise FeedError(f"{len(tasks)} feed tasks landed on the executor of {node} ({where}): each worker "
-                            f"executor must run exactly one task at a time (spark.executor.cores=1, "
-                            f"spark.task.cpus=1, and one executor per TF worker)")
+def _claim_node(target: NodeTarget, plan: TrainPlan, shard: int) -> str:
+    """Mark ``target`` as fed by this task; a second feed task of the same feed there is an error."""
+    path = os.path.join(target.node["feed_dir"], f"_feeding-{plan.feed_id or 'feed'}")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            with open(path) as f:
+                other = f.read().strip()
+        except OSError:
+            other = "another"
+        raise FeedError(f"two feed tasks landed on the executor of {target.name} (shard {other} and shard {shard} "
+                        f"on {socket.gethostname()}): each worker executor must run exactly one task at a time "
+                        f"(spark.executor.cores=1, spark.task.cpus=1, and one executor per TF worker)") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(str(shard))
+    return path
 
 
 def _feed_inputs(plan: TrainPlan, target: NodeTarget, shard: int, spills: list[SpillFile], targets: list[int],
