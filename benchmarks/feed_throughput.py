@@ -41,9 +41,11 @@ and Python workers, so RSS peaks start from the same state), after a warm-up job
 measurement starts its own TF cluster and waits until every ``main_fun`` has opened its feed
 (none of that is timed).
 
-Notes. The baseline is a slightly *faster* old way than TensorFlowOnSpark's own: TFoS also
-called ``task_done()`` after every ``get`` (another round trip) and ``join()`` after every
-partition; here the queue is only bounded (``--queue-rows``) so that memory stays flat. The
+Notes. The baseline does what TensorFlowOnSpark's feed did per row: the feed task puts
+each row (one manager round trip, the row pickled), the consumer gets it and calls
+``task_done()`` (two more round trips), and the feed task joins the queue at the end of
+its partition; ``--baseline-lean`` leaves out ``task_done``/``join`` (a faster old way than
+TFoS's own). The queue is bounded (``--queue-rows``) so that memory stays flat. The
 (a)-tfos consumer asks for its last short batch by its size (``next_batch(48)``, say), as the
 rows per worker are known, so that its clock stops when the data is consumed rather than when
 the feed is ended by ``shutdown``; the baseline consumer's clock likewise stops at its last row
@@ -296,8 +298,11 @@ def main_baseline(args: dict, ctx: Any) -> None:
         batch: list = []
         ends: list = []
         t_last_row = None
+        lean = args.get("baseline_lean", False)
         while True:
             item = proxy.get(True, timeout)
+            if not lean:
+                proxy.task_done()
             if len(item) == 3:  # ("END", partition, rows) after each partition, ("FINAL", rows, partitions)
                 if item[0] == "END":
                     ends.append([item[1], item[2]])
@@ -340,14 +345,17 @@ def _baseline_queue(cluster_id: str, out: str, tag: str, partition: int, timeout
     return eid, mgr.get_queue()
 
 
-def baseline_feed(cluster_id: str, out: str, tag: str, timeout: float, partition: int, indices):
-    """Feed task: one ``queue.put`` per row (the proxy pickles it), then an end-of-partition marker."""
+def baseline_feed(cluster_id: str, out: str, tag: str, timeout: float, lean: bool, partition: int, indices):
+    """Feed task: one ``queue.put`` per row (the proxy pickles it), an end-of-partition marker,
+    then (as TFoS) ``join()``: wait until the node has taken every row of the partition."""
     eid, q = _baseline_queue(cluster_id, out, tag, partition, timeout)
     n = 0
     for row in make_rows(indices):
         q.put(row)
         n += 1
     q.put(("END", partition, n))
+    if not lean:
+        q.join()
     yield eid, partition, n
 
 
@@ -799,15 +807,17 @@ class Bench:
         tag = f"base-{n}"
         expected = expected_sums(nb)
         note = f" (capped at {nb:,} of {n:,} rows by --baseline-max-rows)" if nb < n else ""
-        self.log(f"(a) baseline: manager queue, one put/get per pickled row, {nb:,} rows{note}")
+        style = "put/get" if self.opts.baseline_lean else "put/get/task_done, join per partition"
+        self.log(f"(a) baseline: manager queue, {style} per pickled row, {nb:,} rows{note}")
         timeout = self.opts.timeout
         with Watchdog(timeout, "(a) baseline", sc), \
-                self.tf_cluster(sc, main_baseline, self.node_args(tag, queue_rows=self.opts.queue_rows)) as cluster:
+                self.tf_cluster(sc, main_baseline, self.node_args(tag, queue_rows=self.opts.queue_rows,
+                                                                baseline_lean=self.opts.baseline_lean)) as cluster:
             cid = cluster.cluster_id
             _wait_ready(self.out, tag, WORKERS, 120, cluster)
             t0 = time.time()
             fed = self.index_rdd(sc, nb).mapPartitionsWithIndex(
-                partial(baseline_feed, cid, self.out, tag, timeout)).collect()
+                partial(baseline_feed, cid, self.out, tag, timeout, self.opts.baseline_lean)).collect()
             feed_s = time.time() - t0
             per_node: dict[int, tuple[int, int]] = {}
             for eid, _, rows in fed:
@@ -1246,6 +1256,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="input partitions (default max(8, rows / 25,000))")
     cmp_.add_argument("--baseline-max-rows", type=int, default=None,
                       help="feed at most this many rows through the old-way baseline (its rate is per row)")
+    cmp_.add_argument("--baseline-lean", action="store_true",
+                      help="old way without TFoS's task_done() per row and join() per partition (faster)")
     cmp_.add_argument("--queue-rows", type=int, default=4096,
                       help="bound of the baseline's manager queue (TFoS's was unbounded, with a join per partition)")
     cmp_.add_argument("--image-column", choices=["binary", "array"], default="binary",
