@@ -348,6 +348,19 @@ def test_tf_dataset_yields_whole_batches_per_epoch(pool, feed_dir):
     assert per_epoch == [expected, expected]
 
 
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_tf_dataset_keeps_batch_boundaries_and_row_order_across_epochs(pool, feed_dir, drop_remainder):
+    # Python hands TF blocks of many batches that TF cuts again: same batches, same order.
+    pool.submit(0, "dataset_values", feed_dir=feed_dir, node="worker:0", batch_size=16, epochs=2,
+                drop_remainder=drop_remainder)
+    rows = [(i, np.full(40, i, dtype=np.int32)) for i in range(3000)]
+    feed_rows(feed_dir, rows, chunk=700, epochs=2, timeout=120)
+    per_epoch = pool.result(0, timeout=180)
+    full = [list(range(s, s + 16)) for s in range(0, 2992, 16)]
+    expected = full if drop_remainder else full + [list(range(2992, 3000))]
+    assert per_epoch == [expected, expected]
+
+
 def test_feed_dir_paths_too_long_for_a_unix_socket_still_work(pool, tmp_path):
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)

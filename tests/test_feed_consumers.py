@@ -159,7 +159,15 @@ def dataset(feed_dir: str, node: str, batch_size: int = 8, epochs: int = 2) -> l
     return out
 
 
-SCENARIOS = {f.__name__: f for f in (collect, epochs, terminate_after, hang, fail, infer, dataset)}
+def dataset_values(feed_dir: str, node: str, batch_size: int = 16, epochs: int = 2,
+                   drop_remainder: bool = False) -> list:
+    """tf.data over the feed: per epoch, the first column's values of every batch."""
+    feed = _feed(feed_dir, node)
+    ds = feed.dataset(batch_size, drop_remainder=drop_remainder)
+    return [[batch[0].numpy().tolist() for batch in ds] for _ in range(epochs)]
+
+
+SCENARIOS = {f.__name__: f for f in (collect, epochs, terminate_after, hang, fail, infer, dataset, dataset_values)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import os
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,8 @@ PARTITION_END = "end of partition"
 FEED_END = "end of feed"
 HELLO_TIMEOUT = 30.0
 WAIT_LOG_SECS = 120.0
+BLOCK_BYTES = 4 << 20  # dataset(): about this much data per Python -> TF hand-over
+MAX_BLOCK_BATCHES = 64
 TERMINATE_DRAIN_SECS = 2.0
 
 
@@ -218,10 +221,15 @@ class DataFeed:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        return self._batches(lambda: batch_size, drop_remainder)
+
+    def _batches(self, size: Callable[[], int], drop_remainder: bool):
+        """``batches`` with the size of each batch asked of ``size()`` just before it is gathered."""
         while True:
             pieces: list[pa.RecordBatch] = []
             count = 0
             end = None
+            batch_size = size()
             while count < batch_size:
                 ev = self._take(batch_size - count)
                 if isinstance(ev, pa.RecordBatch):
@@ -255,16 +263,31 @@ class DataFeed:
         flat_specs = tf.nest.flatten(output_signature)
         np_types = [spec.dtype.as_numpy_dtype if spec.dtype != tf.string else None for spec in flat_specs]
 
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        # Training: Python hands TF blocks of whole batches (about BLOCK_BYTES each) and rebatch()
+        # cuts them in C++, so the per-batch Python cost is paid once per block. The batch
+        # boundaries are the same (blocks are multiples of batch_size until the epoch's end).
+        block = {"batches": 1 if self.train_mode else 0}
+
+        def size() -> int:
+            return batch_size * max(1, block["batches"])
+
         def generate():
-            for batch in self.batches(batch_size, drop_remainder=drop_remainder):
+            for batch in self._batches(size, drop_remainder=drop_remainder and not block["batches"]):
                 flat = tf.nest.flatten(batch)
                 if len(flat) != len(np_types):
                     raise FeedError(f"a batch has {len(flat)} components, the dataset's signature "
                                     f"{len(np_types)}")
                 flat = [a if t is None or a.dtype == t else a.astype(t) for a, t in zip(flat, np_types, strict=False)]
+                if block["batches"] == 1 and len(flat[0]):
+                    row_bytes = max(1, sum(_nbytes(a) for a in flat) // len(flat[0]))
+                    block["batches"] = max(1, min(MAX_BLOCK_BATCHES, BLOCK_BYTES // (row_bytes * batch_size)))
                 yield tf.nest.pack_sequence_as(output_signature, flat)
 
         ds = tf.data.Dataset.from_generator(generate, output_signature=output_signature)
+        if block["batches"]:
+            ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
@@ -532,6 +555,13 @@ class DataFeed:
             return tf.TensorSpec(shape=(None,) + a.shape[1:], dtype=dtype)
 
         return tf.nest.map_structure(spec, sample)
+
+
+def _nbytes(a: np.ndarray) -> int:
+    if a.dtype == object:  # strings/bytes: count the payloads of a few
+        sample = a.reshape(-1)[:16]
+        return int(sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in sample) * a.size / max(1, sample.size))
+    return int(a.nbytes)
 
 
 def pickle_results(results: Any) -> bytes:
