@@ -28,9 +28,12 @@ job_group=None, output_schema=None, chunk_rows=4096) -> RDD | DataFrame``
 Exact epochs (training). Synchronous strategies hang when one worker runs out of batches
 before the others, so every worker gets exactly the same number of rows per epoch:
 
-1. One job counts the rows of every partition.
+1. One job counts the rows of every partition: a DataFrame from its partition ids alone; an
+   RDD's rows are converted to Arrow chunks once (persisted, memory and disk) and counted
+   from those, so the rows are computed and converted only once.
 2. Map tasks give row ``j`` of partition ``p`` the global index ``g = rows before p + j`` and
-   route it to shard ``g mod num_workers``, as Arrow chunks, through one shuffle.
+   route it to shard ``g mod num_workers``, as Arrow chunks, through one shuffle (Spark's own
+   for DataFrames, PySpark's ``partitionBy`` when an RDD is among the inputs).
 3. A barrier stage of exactly ``num_workers`` tasks (one per worker executor: parameter
    servers and evaluators keep their executors busy) feeds shard ``i`` to the node on its
    executor; each task spills its shard to local disk once and replays it per epoch, one
@@ -47,8 +50,9 @@ Rows per worker may still differ from batch size multiples: with ``DataFeed.data
 every worker then ends each epoch with the same short batch (or none with
 ``drop_remainder=True``), so step counts stay equal.
 
-Costs: one counting pass over the input (persist an expensive RDD first), one shuffle of the
-Arrow-encoded rows, local disk for one shard per worker executor. Epochs after the first
+Costs: a DataFrame is read once, an RDD computed once (its Arrow chunks are kept in Spark's
+storage until the feed ends), one shuffle of the Arrow-encoded rows, local disk for one shard
+per worker executor. Epochs after the first
 replay the local spill instead of recomputing the input. A retried barrier stage (executor
 loss) feeds the epoch again from its start.
 
@@ -164,15 +168,26 @@ def _tagged(df: Any) -> Any:
 
 def _partition_counts(data: Any) -> dict[int, int]:
     """Rows per input partition. Only a DataFrame's partition ids travel to Python (no data
-    column is read); an RDD's rows are counted in Python (persist an expensive RDD first)."""
+    column is read); an RDD is counted from its encoded chunks (see ``_encoded``)."""
     if _is_dataframe(data):
         rows = _tagged(data).select(feeder.PARTITION_COLUMN).mapInArrow(feeder.count_partitions,
                                                                         "p int, n long").collect()
-        counts: dict[int, int] = {}
-        for r in rows:
-            counts[int(r[0])] = counts.get(int(r[0]), 0) + int(r[1])
-        return counts
-    return dict(data.mapPartitionsWithIndex(feeder.count_rows).collect())
+    else:
+        rows = data.mapPartitions(feeder.count_chunks).collect()
+    counts: dict[int, int] = {}
+    for p, n in rows:
+        counts[int(p)] = counts.get(int(p), 0) + int(n)
+    return counts
+
+
+def _encoded(data: Any, chunk_rows: int, chunk_bytes: int, progress: tuple) -> Any:
+    """An RDD's rows as Arrow chunks ``(partition, first row, rows, ipc)``, persisted: each row is
+    computed and converted once, then counted and sharded from the chunks."""
+    from pyspark import StorageLevel
+
+    encoded = data.mapPartitionsWithIndex(partial(feeder.encode_rows, chunk_rows, chunk_bytes, progress),
+                                          preservesPartitioning=True)
+    return encoded.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def _chunks(data: Any, plan: feeder.ShardPlan) -> Any:
@@ -184,7 +199,7 @@ def _chunk_pairs(data: Any, plan: feeder.ShardPlan) -> Any:
     """An RDD ``(shard, (q, rows, payload))`` of the Arrow IPC chunks of ``data`` (RDD or DataFrame)."""
     if _is_dataframe(data):
         return _chunks(data, plan).rdd.map(lambda r: (r[0], (r[1], r[2], r[3])))
-    return data.mapPartitionsWithIndex(partial(feeder.shard_rows, plan))
+    return data.mapPartitions(partial(feeder.shard_chunks, plan))
 
 
 def _routed(chunks: Any, n: int) -> Any:
@@ -194,6 +209,14 @@ def _routed(chunks: Any, n: int) -> Any:
     keys = F.array(*[F.lit(k).cast("bigint") for k in routing_keys(n)])
     key = F.element_at(keys, F.col("shard") + 1)
     return chunks.repartition(n, key)
+
+
+def _unpersist(rdds: list[Any]) -> None:
+    for rdd in rdds:
+        try:
+            rdd.unpersist(blocking=False)
+        except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
+            logger.debug("could not unpersist %s: %s", rdd, exc)
 
 
 def _run_feed(inputs: list[tuple[str, Any]], plans: list[feeder.ShardPlan], plan: feeder.TrainPlan,
@@ -256,12 +279,18 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
         server = ProgressServer(_driver_host(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
                                 on_error=on_error)
         plans, totals, summary = [], {}, {}
+        inputs = [(q, x if _is_dataframe(x) else _encoded(x, chunk_rows, chunk_bytes, server.address))
+                  for q, x in inputs]
+        persisted = [x for _, x in inputs if not _is_dataframe(x)]
         for qi, (q, x) in enumerate(inputs):
             counting = time.monotonic()
             try:
                 counts = _partition_counts(x)
             except Exception as exc:
                 server.close()
+                _unpersist(persisted)
+                if failures:
+                    raise FeedError(f"reading input {q!r} failed: {failures[0]}") from exc
                 raise _feed_failure(exc, f"counting the rows of input {q!r}") from exc
             offsets, before = {}, 0
             for p in sorted(counts):
@@ -301,6 +330,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             raise _feed_failure(exc, f"feeding {'/'.join(names)} to the workers") from exc
         finally:
             server.close()
+            _unpersist(persisted)
     shards = sorted((json.loads(line) for line in lines), key=lambda s: s["shard"])
     elapsed = time.monotonic() - started
     logger.info("feed stage: spilling the shuffled shards took %s s, feeding them %s s (per shard)",

@@ -193,17 +193,6 @@ class ShardPlan:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     progress: tuple | None = None  # the driver's ProgressServer, for a prompt error report
 
-    def report(self, exc: BaseException) -> None:
-        report_error(self.progress, {"feed": "map", "shard": -1}, f"{type(exc).__name__}: {exc}")
-
-
-def count_rows(partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, int]]:
-    """``mapPartitionsWithIndex`` function: (partition, number of rows)."""
-    n = 0
-    for _ in rows:
-        n += 1
-    yield partition, n
-
 
 # The partition index of a DataFrame's rows travels in this column (``spark_partition_id()``,
 # added by the driver): ``TaskContext.partitionId()`` would be the index in the *stage*, which
@@ -231,40 +220,40 @@ def count_partitions(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBat
                                                                                     pa.int64())], names=["p", "n"])
 
 
-def shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, tuple]]:
-    """``mapPartitionsWithIndex`` function: RDD rows -> ``(shard, (qindex, rows, arrow_ipc_bytes))``."""
+def encode_rows(chunk_rows: int, chunk_bytes: int, progress: tuple | None, partition: int,
+                rows: Iterable[Any]) -> Iterator[tuple[int, int, int, bytes]]:
+    """``mapPartitionsWithIndex`` function: RDD rows -> ``(partition, first row, rows, Arrow IPC)``
+    chunks in row order. Each row is converted once; counting and sharding then read the chunks."""
+    encoder = codec.RowEncoder(partition)
+    sizer = _ChunkSizer(chunk_rows, chunk_bytes)
     try:
-        yield from _shard_rows(plan, partition, rows)
+        for first, chunk in _chunks(rows, sizer):
+            batch = encoder.encode(chunk, first)
+            sizer.learn(batch)
+            yield partition, first, batch.num_rows, codec.to_ipc(batch).to_pybytes()
     except FeedError as exc:
-        plan.report(exc)
+        report_error(progress, {"feed": "map", "shard": -1}, f"{type(exc).__name__}: {exc}")
         raise
 
 
-def _shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, tuple]]:
-    n = plan.num_shards
-    offset = plan.offsets.get(partition, 0)
-    encoder = codec.RowEncoder(partition)
-    sizer = _ChunkSizer(plan.chunk_rows, plan.chunk_bytes)
-    buffers: list[list] = [[] for _ in range(n)]
-    firsts = [0] * n
+def count_chunks(chunks: Iterable[tuple[int, int, int, bytes]]) -> Iterator[tuple[int, int]]:
+    """``mapPartitions`` function over encoded chunks: (partition, rows)."""
+    counts: dict[int, int] = {}
+    for partition, _, rows, _ in chunks:
+        counts[partition] = counts.get(partition, 0) + rows
+    yield from counts.items()
 
-    def emit(k: int) -> tuple[int, tuple]:
-        batch = encoder.encode(buffers[k], firsts[k], n)
-        sizer.learn(batch)
-        buffers[k] = []
-        return k, (plan.qindex, batch.num_rows, codec.to_ipc(batch).to_pybytes())
 
-    for j, row in enumerate(rows):
-        k = (offset + j) % n
-        buf = buffers[k]
-        if not buf:
-            firsts[k] = j
-        buf.append(row)
-        if len(buf) >= sizer.rows:
-            yield emit(k)
-    for k in range(n):
-        if buffers[k]:
-            yield emit(k)
+def shard_chunks(plan: ShardPlan, chunks: Iterable[tuple[int, int, int, bytes]]) -> Iterator[tuple[int, tuple]]:
+    """``mapPartitions`` function over encoded chunks: ``(shard, (qindex, rows, arrow_ipc_bytes))``."""
+    def located() -> Iterator[tuple[int | None, int, pa.RecordBatch]]:
+        for partition, first, _, payload in chunks:
+            for batch in codec.from_ipc(payload):
+                yield partition, first, batch
+                first += batch.num_rows
+
+    for k, rows, payload in _split_by_shard(plan, located()):
+        yield k, (plan.qindex, rows, payload)
 
 
 SHARD_SCHEMA_DDL = "shard int, q int, rows long, payload binary"
@@ -273,37 +262,46 @@ SHARD_SCHEMA_DDL = "shard int, q int, rows long, payload binary"
 def shard_arrow(plan: ShardPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` function over a tagged DataFrame: batches -> rows ``(shard, q, rows, payload)``,
     columnar throughout."""
+    def located() -> Iterator[tuple[int | None, int, pa.RecordBatch]]:
+        pos = 0
+        for tagged in batches:
+            partition, batch = _untag(tagged)
+            yield partition, pos, batch
+            pos += batch.num_rows
+
+    for k, rows, payload in _split_by_shard(plan, located()):
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([k], pa.int32()), pa.array([plan.qindex], pa.int32()), pa.array([rows], pa.int64()),
+             pa.array([payload], pa.binary())], names=["shard", "q", "rows", "payload"])
+
+
+def _split_by_shard(plan: ShardPlan, located: Iterable[tuple[int | None, int, pa.RecordBatch]]
+                    ) -> Iterator[tuple[int, int, bytes]]:
+    """Batches of one partition, each with its first row's position in the partition -> per-shard
+    ``(shard, rows, arrow_ipc_bytes)`` chunks: row ``pos`` goes to shard ``(offset + pos) mod n``."""
     n = plan.num_shards
-    offset = 0
     pending: list[list[pa.RecordBatch]] = [[] for _ in range(n)]
     pending_rows = [0] * n
     pending_bytes = [0] * n
-    pos = 0
 
-    def emit(k: int) -> pa.RecordBatch:
-        payload = codec.to_ipc(pending[k]).to_pybytes()
-        out = pa.RecordBatch.from_arrays(
-            [pa.array([k], pa.int32()), pa.array([plan.qindex], pa.int32()), pa.array([pending_rows[k]], pa.int64()),
-             pa.array([payload], pa.binary())], names=["shard", "q", "rows", "payload"])
+    def emit(k: int) -> tuple[int, int, bytes]:
+        out = (k, pending_rows[k], codec.to_ipc(pending[k]).to_pybytes())
         pending[k], pending_rows[k], pending_bytes[k] = [], 0, 0
         return out
 
-    for tagged in batches:
-        partition, batch = _untag(tagged)
-        if pos == 0 and partition is not None:
-            offset = plan.offsets.get(partition, 0)
+    for partition, pos, batch in located:
+        offset = plan.offsets.get(partition, 0) if partition is not None else 0
         m = batch.num_rows
         for k in range(n):
             start = (k - offset - pos) % n
             if start >= m:
                 continue
-            piece = batch.take(pa.array(np.arange(start, m, n, dtype=np.int64)))
+            piece = batch if n == 1 else batch.take(pa.array(np.arange(start, m, n, dtype=np.int64)))
             pending[k].append(piece)
             pending_rows[k] += piece.num_rows
             pending_bytes[k] += piece.nbytes
             if pending_rows[k] >= plan.chunk_rows or pending_bytes[k] >= plan.chunk_bytes:
                 yield emit(k)
-        pos += m
     for k in range(n):
         if pending_rows[k]:
             yield emit(k)
