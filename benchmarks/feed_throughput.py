@@ -638,7 +638,7 @@ class Bench:
         self.log(f"size {n:,}, ({what}): starting a Spark application of {WORKERS} executors")
         from pyspark.sql import SparkSession
 
-        from tests.spark_standalone import spark_conf
+        from tests.spark_standalone import spark_conf, wait_for_executors
 
         if self.conf is None:
             # Computed once: every SparkContext adds its own SparkFiles directory to the driver's
@@ -655,13 +655,7 @@ class Bench:
         self.spark = builder.getOrCreate()
         sc = self.spark.sparkContext
         sc.setLogLevel("ERROR")
-        tracker = sc._jsc.sc().statusTracker()
-        deadline = time.monotonic() + 180
-        while len(tracker.getExecutorInfos()) - 1 < WORKERS:  # the driver is listed too
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(tracker.getExecutorInfos()) - 1} of {WORKERS} executors joined in "
-                                   f"180s; Spark logs in {self.standalone.log_dir}")
-            time.sleep(0.2)
+        wait_for_executors(sc, WORKERS, 180, self.standalone.log_dir)
         return sc
 
     def stop_spark(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 
 import pytest
 
@@ -13,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Every Spark application started by a test runs its Python workers on this interpreter.
 os.environ["PYSPARK_PYTHON"] = sys.executable
 
-from tests.spark_standalone import StandaloneCluster, spark_conf  # noqa: E402
+from tests.spark_standalone import StandaloneCluster, spark_conf, wait_for_executors  # noqa: E402
 
 pytest_plugins = ["tests.hdfs_fixture"]
 
@@ -34,13 +33,7 @@ def sc(standalone):
     conf = SparkConf().setAppName("tfos-tests").setAll(list(spark_conf(standalone.master_url, EXECUTORS).items()))
     context = SparkContext(conf=conf)
     context.setLogLevel("WARN")
-    tracker = context._jsc.sc().statusTracker()
-    deadline = time.monotonic() + 180
-    while len(tracker.getExecutorInfos()) - 1 < EXECUTORS:  # the driver is listed too
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(tracker.getExecutorInfos()) - 1} of {EXECUTORS} executors joined "
-                               f"{standalone.master_url} in 180s; Spark logs in {standalone.log_dir}")
-        time.sleep(0.2)
+    wait_for_executors(context, EXECUTORS, 180, standalone.log_dir)
     logging.getLogger("tfos").setLevel(logging.INFO)
     yield context
     context.stop()

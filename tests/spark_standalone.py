@@ -100,3 +100,15 @@ def spark_conf(master_url: str, executors: int) -> dict[str, str]:
         "spark.pyspark.python": sys.executable,
         "spark.executorEnv.PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
     }
+
+
+def wait_for_executors(sc, count: int, timeout: float = 180.0, log_dir: Path | str | None = None) -> None:
+    """Block until ``count`` executors have joined the application of ``sc``; TimeoutError after ``timeout``."""
+    tracker = sc._jsc.sc().statusTracker()
+    deadline = time.monotonic() + timeout
+    while len(tracker.getExecutorInfos()) - 1 < count:  # the driver is listed too
+        if time.monotonic() > deadline:
+            where = f"; Spark logs in {log_dir}" if log_dir else ""
+            raise TimeoutError(f"only {len(tracker.getExecutorInfos()) - 1} of {count} executors joined in "
+                               f"{timeout:.0f}s{where}")
+        time.sleep(0.2)

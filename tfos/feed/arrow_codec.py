@@ -399,7 +399,7 @@ def column_values(array: pa.Array, field: pa.Field) -> list:
             nd = nd.copy()
         return list(nd)
     if _numeric_lists(array.type) and _no_nulls(array):
-        nd = column_to_numpy(array, field)
+        nd = column_to_numpy(array)  # stored width: Python ints are the same, and a narrow array lists faster
         if nd.dtype != object:  # uniform: numpy builds the Python values far faster than Arrow
             return nd.tolist()
     return array.to_pylist()
