@@ -280,3 +280,21 @@ def test_routing_keys_land_in_their_partition_under_spark_hash_partitioning(spar
         tagged = spark.createDataFrame([(k, i) for i, k in enumerate(keys)], "key bigint, shard int")
         placed = tagged.repartition(n, "key").select("shard", F.spark_partition_id().alias("p")).collect()
         assert sorted((r.shard, r.p) for r in placed) == [(k, k) for k in range(n)]
+
+
+def test_an_input_that_changes_between_counting_and_feeding_fails_naming_the_shard(spark, nodes, tmp_path):
+    from pyspark.sql import functions as F  # noqa: N812
+
+    marker = str(tmp_path / "computed-once")
+
+    def first_time(_):  # True only until the data has been computed once: the count sees rows, the feed none
+        if os.path.exists(marker):
+            return False
+        open(marker, "a").close()
+        return True
+
+    df = spark.range(0, 400, numPartitions=4).where(F.udf(first_time, "boolean")("id"))
+    run_all(nodes, "collect")
+    with pytest.raises(FeedError, match=r"changed between counting and feeding: shard \d got 0 rows where the "
+                                        r"count gave 1.*[Pp]ersist"):
+        feed_job.train(spark.sparkContext, df, cluster_id=nodes.id, num_workers=WORKERS, feed_timeout=60)
