@@ -12,6 +12,7 @@ Set ``TFOS_PREFORK=0`` to start every TF process from scratch instead.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -80,11 +81,14 @@ def _connect(path: str) -> socket.socket | None:
         return None
 
 
-def launch(payload_path: str, env: dict[str, str], cwd: str) -> LaunchedProcess:
-    """Fork a TF process through this executor's launcher, starting the launcher if needed."""
-    path = socket_path()
-    conn = _connect(path)
-    if conn is None:
+def _start_launcher(path: str, env: dict[str, str], cwd: str) -> socket.socket:
+    """Start the launcher for ``path`` and connect to it. Nodes starting at once on one host take
+    turns (a lock file), so only the first starts a launcher and the others connect to it."""
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held at most START_TIMEOUT_SECS by the node that starts it
+        conn = _connect(path)
+        if conn is not None:
+            return conn
         subprocess.Popen([sys.executable, "-m", "tfos.cluster.prefork", path], start_new_session=True,
                          stdin=subprocess.DEVNULL, cwd=cwd, env=dict(env))
         deadline = time.monotonic() + START_TIMEOUT_SECS
@@ -93,6 +97,15 @@ def launch(payload_path: str, env: dict[str, str], cwd: str) -> LaunchedProcess:
                 raise TimeoutError(f"the TF process launcher did not listen on {path} within {START_TIMEOUT_SECS}s")
             time.sleep(0.05)  # the launcher binds once TensorFlow is imported
             conn = _connect(path)
+        return conn
+
+
+def launch(payload_path: str, env: dict[str, str], cwd: str) -> LaunchedProcess:
+    """Fork a TF process through this executor's launcher, starting the launcher if needed."""
+    path = socket_path()
+    conn = _connect(path)
+    if conn is None:
+        conn = _start_launcher(path, env, cwd)
     conn.sendall(json.dumps({"payload": payload_path, "env": env, "cwd": cwd}).encode() + b"\n")
     conn.settimeout(30)
     data = b""
