@@ -82,11 +82,15 @@ def results(nodes, timeout=90):
     return [nodes.pool.result(i, timeout) for i in range(WORKERS)]
 
 
-@pytest.mark.parametrize("remainder,per_worker", [("drop", 100), ("wrap", 101)])
-def test_uneven_partitions_give_every_worker_the_same_batches(sc, nodes, remainder, per_worker):
+@pytest.mark.parametrize("remainder,per_worker,kind", [("drop", 100, "rdd"), ("wrap", 101, "rdd"),
+                                                       ("drop", 100, "dataframe"), ("wrap", 101, "dataframe")])
+def test_uneven_partitions_give_every_worker_the_same_batches(sc, spark, nodes, remainder, per_worker, kind):
     sizes = [1, 50, 3, 200, 7, 0, 40]  # 301 rows
+    data = uneven_rdd(sc, sizes)
+    if kind == "dataframe":  # a DataFrame's rows are routed to the workers by Spark alone
+        data = spark.createDataFrame(data, "id long, value double")
     run_all(nodes, "epochs", batch_size=8)
-    report = feed_job.train(sc, uneven_rdd(sc, sizes), cluster_id=nodes.id, num_workers=WORKERS, num_epochs=3,
+    report = feed_job.train(sc, data, cluster_id=nodes.id, num_workers=WORKERS, num_epochs=3,
                             remainder=remainder, feed_timeout=60, end_feed=True)
     got = results(nodes)
     expected_sizes = [8] * (per_worker // 8) + ([per_worker % 8] if per_worker % 8 else [])
@@ -102,8 +106,11 @@ def test_uneven_partitions_give_every_worker_the_same_batches(sc, nodes, remaind
     assert report["inputs"]["input"]["rows_fed"] == per_worker * WORKERS * 3
 
 
-def test_named_inputs_are_fed_together_and_read_independently(sc, spark, nodes):
+@pytest.mark.parametrize("train_kind", ["rdd", "dataframe"])  # RDD among the inputs / DataFrames only
+def test_named_inputs_are_fed_together_and_read_independently(sc, spark, nodes, train_kind):
     train = uneven_rdd(sc, [30, 5, 64, 1], lambda g: (g, np.full(4, g, dtype=np.float32)))  # 100 rows
+    if train_kind == "dataframe":
+        train = spark.createDataFrame(train.map(lambda r: (r[0], r[1].tolist())), "id long, x array<float>")
     validation = spark.createDataFrame(sc.parallelize([(i, [float(i)] * 2, f"v{i}") for i in range(31)], 4),
                                        "id long, x array<double>, name string")
     # Keras validation_freq=2: validation is read only every second training epoch

@@ -202,6 +202,22 @@ def _chunk_pairs(data: Any, plan: feeder.ShardPlan) -> Any:
     return data.mapPartitions(partial(feeder.shard_chunks, plan))
 
 
+def _routed_rows(df: Any, shard_plan: feeder.ShardPlan) -> Any:
+    """The rows of ``df`` themselves, each shard's in its partition: the shard of row ``j`` of
+    partition ``p`` is computed by Spark (``offset[p] + j``; ``j`` from the low 33 bits of
+    ``monotonically_increasing_id``), so no Python touches the data before the feed task."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    n = shard_plan.num_shards
+    size = max(shard_plan.offsets, default=-1) + 1
+    offsets = F.array(*[F.lit(shard_plan.offsets.get(p, 0)).cast("bigint") for p in range(max(size, 1))])
+    row = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << 33) - 1))
+    shard = F.pmod(F.element_at(offsets, F.spark_partition_id() + 1) + row, F.lit(n)).cast("int")
+    keys = F.array(*[F.lit(k).cast("bigint") for k in routing_keys(n)])
+    tagged = df.withColumn(feeder.SHARD_COLUMN, shard)
+    return tagged.repartition(n, F.element_at(keys, F.col(feeder.SHARD_COLUMN) + 1))
+
+
 def _routed(chunks: Any, n: int) -> Any:
     """``chunks`` repartitioned by Spark so that partition ``k`` holds exactly shard ``k``."""
     from pyspark.sql import functions as F  # noqa: N812
@@ -226,6 +242,10 @@ def _run_feed(inputs: list[tuple[str, Any]], plans: list[feeder.ShardPlan], plan
     DataFrames only: the chunks stay in a DataFrame and Spark shuffles them (no Python in the
     shuffle). With an RDD among the inputs: one Python ``partitionBy`` of (shard, chunk) pairs.
     """
+    if len(inputs) == 1 and _is_dataframe(inputs[0][1]):
+        feed = _routed_rows(inputs[0][1], plans[0]).mapInArrow(partial(feeder.feed_rows_arrow, plan),
+                                                                "line string", barrier=True)
+        return [r[0] for r in feed.collect()]
     if all(_is_dataframe(x) for _, x in inputs):
         chunks = _chunks(inputs[0][1], plans[0])
         for (_, x), shard_plan in zip(inputs[1:], plans[1:], strict=True):

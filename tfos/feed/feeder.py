@@ -507,6 +507,34 @@ def feed_shard_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Iter
         yield pa.RecordBatch.from_arrays([pa.array([line], pa.string())], names=["line"])
 
 
+SHARD_COLUMN = "__tfos_shard__"
+
+
+def feed_rows_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Barrier ``mapInArrow`` function over a DataFrame's own rows routed by shard (one input):
+    :func:`feed_shard`, each batch checked to belong to this task's shard and fed as it came."""
+    from pyspark import BarrierTaskContext
+
+    shard = BarrierTaskContext.get().partitionId()
+
+    def pairs() -> Iterator[tuple[int, tuple]]:
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            idx = batch.schema.get_field_index(SHARD_COLUMN)
+            shards = batch.column(idx).to_numpy()
+            if (shards != shard).any():
+                raise FeedError(f"feed task {shard} received rows of shard {int(shards[shards != shard][0])}: "
+                                f"Spark's hash routing of the shards did not hold (please report this)")
+            keep = [i for i in range(batch.num_columns) if i != idx]
+            rows = pa.RecordBatch.from_arrays([batch.column(i) for i in keep],
+                                              schema=pa.schema([batch.schema.field(i) for i in keep]))
+            yield shard, (0, rows.num_rows, codec.to_ipc(rows))
+
+    for line in feed_shard(plan, pairs()):
+        yield pa.RecordBatch.from_arrays([pa.array([line], pa.string())], names=["line"])
+
+
 def _claim_node(target: NodeTarget, plan: TrainPlan, shard: int) -> str:
     """Mark ``target`` as fed by this task; a second feed task of the same feed there is an error."""
     path = os.path.join(target.node["feed_dir"], f"_feeding-{plan.feed_id or 'feed'}")
