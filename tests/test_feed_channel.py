@@ -153,46 +153,6 @@ def test_spill_epochs_drop_and_wrap_move_through_the_shard(tmp_path):
     assert len(epoch(1, 25)) == 25
 
 
-@pytest.mark.parametrize("target", [10, 9, 7, 12, 25])  # all, drop 1, drop 3, wrap 2, wrap 15
-def test_spill_first_epoch_streams_while_written_with_the_same_rows(tmp_path, target):
-    enc = codec.RowEncoder(0)
-    payloads = [codec.to_ipc(enc.encode(list(range(s, min(s + 4, 10))))).to_pybytes() for s in range(0, 10, 4)]
-
-    def rows_of(pieces):
-        out = []
-        for payload, n in pieces:
-            got = [r for b in codec.from_ipc(payload) for r in codec.rows_from_batch(b)]
-            assert len(got) == n
-            out.extend(got)
-        return out
-
-    done = feeder.SpillFile(str(tmp_path), "done")
-    for payload in payloads:
-        done.append(payload, len(codec.from_ipc(payload)[0]))
-    done.finish()
-    growing = feeder.SpillFile(str(tmp_path), "growing")
-
-    def write():
-        for payload in payloads:
-            time.sleep(0.2)
-            growing.append(payload, len(codec.from_ipc(payload)[0]))
-        growing.finish()
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    started = time.monotonic()
-    streamed = growing.epoch(0, target, total=10)
-    first = next(streamed)
-    assert time.monotonic() - started < 0.6 or target < 10  # the first chunk is fed before the last is written
-    assert rows_of([first] + list(streamed)) == rows_of(done.epoch(0, target))
-    writer.join()
-    assert rows_of(growing.epoch(1, target, total=10)) == rows_of(done.epoch(1, target))
-    failing = feeder.SpillFile(str(tmp_path), "failing")
-    failing.fail("reading shard 0 failed: boom")
-    with pytest.raises(FeedError, match="boom"):
-        list(failing.epoch(0, 5, total=10))
-
-
 def test_registry_sorts_nodes_and_spreads_partitions(tmp_path, monkeypatch):
     monkeypatch.setenv("TFOS_FEED_REGISTRY_DIR", str(tmp_path / "reg"))
     dirs = {}
@@ -265,8 +225,8 @@ def test_a_stalled_consumer_back_pressures_the_feeder_with_a_clear_timeout(pool,
     sent = []
 
     class CountingSpill(feeder.SpillFile):
-        def epoch(self, epoch, target, **kwargs):
-            for payload, n in super().epoch(epoch, target, **kwargs):
+        def epoch(self, epoch, target):
+            for payload, n in super().epoch(epoch, target):
                 sent.append(len(payload))
                 yield payload, n
 

@@ -319,70 +319,15 @@ class SpillFile:
         self.chunks: list[tuple[int, int, int]] = []  # (offset, length, rows)
         self.rows = 0
         self._size = 0
-        self._cond = threading.Condition()
-        self.finished = False
-        self.failed: str | None = None
 
-    def append(self, payload: Any, rows: int) -> None:
+    def append(self, payload: bytes, rows: int) -> None:
         self._f.write(payload)
-        self._f.flush()  # readable (pread) by a feeding thread at once
-        with self._cond:
-            self.chunks.append((self._size, len(payload), rows))
-            self._size += len(payload)
-            self.rows += rows
-            self._cond.notify_all()
+        self.chunks.append((self._size, len(payload), rows))
+        self._size += len(payload)
+        self.rows += rows
 
     def finish(self) -> None:
         self._f.flush()
-        with self._cond:
-            self.finished = True
-            self._cond.notify_all()
-
-    def fail(self, reason: str) -> None:
-        """No more chunks will come because the writer failed: waiting readers raise ``reason``."""
-        with self._cond:
-            self.failed = reason
-            self._cond.notify_all()
-
-    def _chunk(self, i: int, cancel: threading.Event | None) -> tuple[int, int, int] | None:
-        """Chunk ``i``, waiting while the writer may still add it; None once it never will."""
-        with self._cond:
-            while i >= len(self.chunks) and not self.finished and self.failed is None:
-                if cancel is not None and cancel.is_set():
-                    raise FeedTerminated("cancelled")
-                self._cond.wait(0.5)
-            if self.failed is not None:
-                raise FeedError(self.failed)
-            return self.chunks[i] if i < len(self.chunks) else None
-
-    def _await_finished(self, cancel: threading.Event | None) -> None:
-        self._chunk(1 << 62, cancel)
-
-    def _first_epoch_streaming(self, target: int, total: int, cancel: threading.Event | None
-                               ) -> Iterator[tuple[Any, int]]:
-        """Epoch 0 while the shard is still arriving: with ``total`` rows expected, the first
-        ``total - target`` rows are skipped (drop), or rows from the start follow (wrap) - as
-        :meth:`epoch` does for epoch 0 - without waiting for the last chunk to start."""
-        skip, fed, i = max(0, total - target), 0, 0
-        while fed < target:
-            chunk = self._chunk(i, cancel)
-            if chunk is None:
-                break
-            rows = chunk[2]
-            if skip >= rows:
-                skip -= rows
-            elif skip or fed + rows - skip > target:
-                take = min(rows - skip, target - fed)
-                yield codec.to_ipc(self._table(i).slice(skip, take).to_batches()), take
-                fed += take
-                skip = 0
-            else:
-                yield self._read(i), rows
-                fed += rows
-            i += 1
-        if fed < target:  # wrap: the whole shard has been fed; repeat rows from its start
-            self._await_finished(cancel)
-            yield from self._wrapped(target - fed, 0)
 
     def _read(self, i: int) -> bytes:
         offset, length, _ = self.chunks[i]
@@ -391,20 +336,13 @@ class SpillFile:
     def _table(self, i: int) -> pa.Table:
         return pa.Table.from_batches(codec.from_ipc(self._read(i)))
 
-    def epoch(self, epoch: int, target: int, *, total: int | None = None,
-              cancel: threading.Event | None = None) -> Iterator[tuple[Any, int]]:
+    def epoch(self, epoch: int, target: int) -> Iterator[tuple[Any, int]]:
         """(payload, rows) of one epoch of exactly ``target`` rows.
 
         With more rows than ``target`` the surplus is skipped, at a position that moves each
         epoch (so over the epochs every row is seen); with fewer, rows from the start of a
-        moving window are fed again at the end (wrap). Epoch 0 streams while the shard is still
-        being written when its final row count ``total`` is known.
+        moving window are fed again at the end (wrap).
         """
-        if total is not None and not self.finished:  # still being written
-            if epoch == 0:
-                yield from self._first_epoch_streaming(target, total, cancel)
-                return
-            self._await_finished(cancel)
         self._f.flush()
         total = self.rows
         if target == total or total == 0:
@@ -441,10 +379,8 @@ class SpillFile:
         # wrap: everything, then (target - total) rows again from a moving start
         for i, (_, _, rows) in enumerate(self.chunks):
             yield self._read(i), rows
-        yield from self._wrapped(target - total, (epoch * (target - total)) % total)
-
-    def _wrapped(self, extra: int, start: int) -> Iterator[tuple[Any, int]]:
-        """``extra`` rows from row ``start`` on, around the end to the beginning as needed."""
+        extra = target - total
+        start = (epoch * extra) % total
         while extra > 0:
             pos = 0
             for i, (_, _, rows) in enumerate(self.chunks):
@@ -515,32 +451,24 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
         target = NodeTarget(pick_local_node(plan.cluster_id, shard))
         claim = _claim_node(target, plan, shard)
         began = time.monotonic()
-        targets = [plan.rows_per_epoch(qi) for qi in range(len(spills))]
-        if plan.progress:
-            reporter = ProgressReporter(plan.progress, {"feed": plan.feed_id, "shard": shard, "node": target.name})
-        # The inputs are fed (epoch 0 streaming) while this thread writes the shard to the spills.
-        feeding = _Feeding(plan, target, shard, spills, targets, reporter)
-        try:
-            for _, (qi, rows, payload) in pairs:
-                spills[qi].append(payload, rows)
-            for qi, spill in enumerate(spills):
-                expected = plan.shard_size(qi, shard)
-                if spill.rows != expected:
-                    raise FeedError(f"input {plan.qnames[qi]!r} changed between counting and feeding: shard "
-                                    f"{shard} got {spill.rows} rows where the count gave {expected}. Persist the "
-                                    f"input, or make it deterministic (e.g. give sample()/randomSplit() a seed)")
-        except BaseException as exc:
-            for spill in spills:
-                spill.fail(f"reading shard {shard} failed: {type(exc).__name__}: {exc}")
-            feeding.stop()
-            raise
+        for _, (qi, rows, payload) in pairs:
+            spills[qi].append(payload, rows)
         for spill in spills:
             spill.finish()
         spilled = time.monotonic()
-        results = feeding.result()
+        for qi, spill in enumerate(spills):
+            expected = plan.shard_size(qi, shard)
+            if spill.rows != expected:
+                raise FeedError(f"input {plan.qnames[qi]!r} changed between counting and feeding: shard {shard} "
+                                f"got {spill.rows} rows where the count gave {expected}. Persist the input, or "
+                                f"make it deterministic (e.g. give sample()/randomSplit() a seed)")
+        targets = [plan.rows_per_epoch(qi) for qi in range(len(spills))]
+        if plan.progress:
+            reporter = ProgressReporter(plan.progress, {"feed": plan.feed_id, "shard": shard, "node": target.name})
+        results = _feed_inputs(plan, target, shard, spills, targets, reporter)
         stats = {"shard": shard, "node": target.name, "rows_in_shard": [s.rows for s in spills],
                  "rows_per_epoch": targets, "inputs": results, "spill_seconds": round(spilled - began, 3),
-                 "feed_seconds": round(time.monotonic() - began, 3)}
+                 "feed_seconds": round(time.monotonic() - spilled, 3)}
         yield json.dumps(stats)
     except Exception as exc:
         report_error(plan.progress, {"feed": plan.feed_id, "shard": shard}, f"{type(exc).__name__}: {exc}")
@@ -626,38 +554,9 @@ def _claim_node(target: NodeTarget, plan: TrainPlan, shard: int) -> str:
     return path
 
 
-class _Feeding:
-    """:func:`_feed_inputs` in a background thread (the task's thread reads the shuffle meanwhile)."""
-
-    def __init__(self, plan: TrainPlan, target: NodeTarget, shard: int, spills: list[SpillFile],
-                 targets: list[int], reporter: ProgressReporter | None):
-        self.cancel = threading.Event()
-        self._box: dict[str, Any] = {}
-        args = (plan, target, shard, spills, targets, reporter, self.cancel)
-        self._thread = threading.Thread(target=self._run, args=args, name="tfos-feed", daemon=True)
-        self._thread.start()
-
-    def _run(self, *args: Any) -> None:
-        try:
-            self._box["result"] = _feed_inputs(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the task's thread by result()
-            self._box["error"] = exc
-
-    def stop(self) -> None:
-        self.cancel.set()
-        self._thread.join(timeout=10)
-
-    def result(self) -> dict:
-        """The inputs' feed results once every epoch was fed (each send is bounded by feed_timeout)."""
-        self._thread.join()
-        if "error" in self._box:
-            raise self._box["error"]
-        return self._box["result"]
-
-
 def _feed_inputs(plan: TrainPlan, target: NodeTarget, shard: int, spills: list[SpillFile], targets: list[int],
-                 reporter: ProgressReporter | None, cancel: threading.Event | None = None) -> dict:
-    cancel = cancel or threading.Event()
+                 reporter: ProgressReporter | None) -> dict:
+    cancel = threading.Event()
     results: dict[str, Any] = {}
     errors: list[BaseException] = []
 
@@ -687,7 +586,6 @@ def _feed_input(plan: TrainPlan, target: NodeTarget, shard: int, qi: int, spill:
                 reporter: ProgressReporter | None, cancel: threading.Event) -> dict:
     qname = plan.qnames[qi]
     timeout = plan.feed_timeout
-    expected = plan.shard_size(qi, shard) if plan.totals else None  # known: epoch 0 can stream
     fed = 0
     what = f"shard {shard} of input {qname!r}"
     state = "done"
@@ -702,7 +600,7 @@ def _feed_input(plan: TrainPlan, target: NodeTarget, shard: int, qi: int, spill:
         for epoch in range(plan.num_epochs):
             slow = (f"{target.name} to read more of {what} (epoch {epoch + 1}/{plan.num_epochs}): it stopped "
                     f"consuming; raise feed_timeout if a step can take longer")
-            for payload, rows in spill.epoch(epoch, rows_per_epoch, total=expected, cancel=cancel):
+            for payload, rows in spill.epoch(epoch, rows_per_epoch):
                 conn.send(ch.DATA, payload, timeout=timeout, what=slow)
                 fed += rows
                 if reporter is not None:
