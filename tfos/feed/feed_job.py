@@ -213,18 +213,15 @@ def _routed_rows(df: Any, shard_plan: feeder.ShardPlan) -> Any:
     offsets = F.array(*[F.lit(shard_plan.offsets.get(p, 0)).cast("bigint") for p in range(max(size, 1))])
     row = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << 33) - 1))
     shard = F.pmod(F.element_at(offsets, F.spark_partition_id() + 1) + row, F.lit(n)).cast("int")
-    keys = F.array(*[F.lit(k).cast("bigint") for k in routing_keys(n)])
-    tagged = df.withColumn(feeder.SHARD_COLUMN, shard)
-    return tagged.repartition(n, F.element_at(keys, F.col(feeder.SHARD_COLUMN) + 1))
+    return _routed(df.withColumn(feeder.SHARD_COLUMN, shard), n, feeder.SHARD_COLUMN)
 
 
-def _routed(chunks: Any, n: int) -> Any:
-    """``chunks`` repartitioned by Spark so that partition ``k`` holds exactly shard ``k``."""
+def _routed(df: Any, n: int, shard_column: str = "shard") -> Any:
+    """``df`` repartitioned by Spark so that partition ``k`` holds exactly the rows of shard ``k``."""
     from pyspark.sql import functions as F  # noqa: N812
 
     keys = F.array(*[F.lit(k).cast("bigint") for k in routing_keys(n)])
-    key = F.element_at(keys, F.col("shard") + 1)
-    return chunks.repartition(n, key)
+    return df.repartition(n, F.element_at(keys, F.col(shard_column) + 1))
 
 
 def _unpersist(rdds: list[Any]) -> None:

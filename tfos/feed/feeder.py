@@ -503,11 +503,16 @@ def feed_shard_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Iter
                                     f"the shards did not hold (please report this)")
                 yield k, (q, n, payload.as_buffer())
 
-    for line in feed_shard(plan, pairs()):
-        yield pa.RecordBatch.from_arrays([pa.array([line], pa.string())], names=["line"])
+    yield from _as_line_batches(feed_shard(plan, pairs()))
 
 
 SHARD_COLUMN = "__tfos_shard__"
+
+
+def _as_line_batches(lines: Iterable[str]) -> Iterator[pa.RecordBatch]:
+    """The statistics lines of :func:`feed_shard` as ``mapInArrow`` output (``line string``)."""
+    for line in lines:
+        yield pa.RecordBatch.from_arrays([pa.array([line], pa.string())], names=["line"])
 
 
 def feed_rows_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -531,8 +536,7 @@ def feed_rows_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Itera
                                               schema=pa.schema([batch.schema.field(i) for i in keep]))
             yield shard, (0, rows.num_rows, codec.to_ipc(rows))
 
-    for line in feed_shard(plan, pairs()):
-        yield pa.RecordBatch.from_arrays([pa.array([line], pa.string())], names=["line"])
+    yield from _as_line_batches(feed_shard(plan, pairs()))
 
 
 def _claim_node(target: NodeTarget, plan: TrainPlan, shard: int) -> str:
