@@ -129,6 +129,24 @@ def test_codec_packs_lists_of_numbers_densely_and_gives_them_back_unchanged():
         enc.encode([([1],), (["x"],)], first_offset=40)
 
 
+@pytest.mark.parametrize("chunk", [
+    [[0, 255], [256, 1]],           # one value past a byte: stored wider, value intact
+    [[0, 255], [-1, 1]],            # a negative value
+    [[1, 2], [3, 4.5]],             # a float late in the chunk: floats for the whole chunk
+    [[1, True], [0, False]],        # bools among ints are ints (as numpy reads them)
+    [[1, 2], [3, np.int64(4)]],     # numpy ints among Python ints
+    [[2**40, 1], [0, 0]],           # a large int
+])
+def test_codec_dense_lists_keep_every_value_whatever_the_fast_path_sees(chunk):
+    rows = [(v, i) for i, v in enumerate(chunk)]
+    batch = codec.RowEncoder(0).encode(rows)
+    back = codec.rows_from_batch(batch)
+    assert back == rows
+    assert [type(x) for x in back[1][0]] == [type(x) for x in np.array(chunk).tolist()[1]]
+    assert np.array_equal(codec.column_to_numpy(batch.column(0), batch.schema.field(0)), np.array(chunk))
+    assert codec.column_to_numpy(batch.column(0), batch.schema.field(0)).dtype == np.array(chunk).dtype
+
+
 def test_spill_epochs_drop_and_wrap_move_through_the_shard(tmp_path):
     spill = feeder.SpillFile(str(tmp_path), "s")
     enc = codec.RowEncoder(0)

@@ -167,11 +167,10 @@ def _tagged(df: Any) -> Any:
 
 
 def _partition_counts(data: Any) -> dict[int, int]:
-    """Rows per input partition. Only a DataFrame's partition ids travel to Python (no data
-    column is read); an RDD is counted from its encoded chunks (see ``_encoded``)."""
+    """Rows per input partition. A DataFrame is counted by Spark alone, grouped by partition id
+    (no data column read, nothing through Python); an RDD from its encoded chunks (see ``_encoded``)."""
     if _is_dataframe(data):
-        rows = _tagged(data).select(feeder.PARTITION_COLUMN).mapInArrow(feeder.count_partitions,
-                                                                        "p int, n long").collect()
+        rows = _tagged(data).select(feeder.PARTITION_COLUMN).groupBy(feeder.PARTITION_COLUMN).count().collect()
     else:
         rows = data.mapPartitions(feeder.count_chunks).collect()
     counts: dict[int, int] = {}

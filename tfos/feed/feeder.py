@@ -208,18 +208,6 @@ def _untag(batch: pa.RecordBatch) -> tuple[int | None, pa.RecordBatch]:
     return partition, pa.RecordBatch.from_arrays([batch.column(i) for i in keep], schema=schema)
 
 
-def count_partitions(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` function over the partition-id column alone: rows per partition."""
-    counts: dict[int, int] = {}
-    for batch in batches:
-        if batch.num_rows:
-            for p, n in zip(*np.unique(batch.column(0).to_numpy(), return_counts=True), strict=True):
-                counts[int(p)] = counts.get(int(p), 0) + int(n)
-    if counts:
-        yield pa.RecordBatch.from_arrays([pa.array(list(counts), pa.int32()), pa.array(list(counts.values()),
-                                                                                    pa.int64())], names=["p", "n"])
-
-
 def encode_rows(chunk_rows: int, chunk_bytes: int, progress: tuple | None, partition: int,
                 rows: Iterable[Any]) -> Iterator[tuple[int, int, int, bytes]]:
     """``mapPartitionsWithIndex`` function: RDD rows -> ``(partition, first row, rows, Arrow IPC)``
