@@ -28,9 +28,10 @@ job_group=None, output_schema=None, chunk_rows=4096) -> RDD | DataFrame``
 Exact epochs (training). Synchronous strategies hang when one worker runs out of batches
 before the others, so every worker gets exactly the same number of rows per epoch:
 
-1. One job counts the rows of every partition: a DataFrame from its partition ids alone; an
-   RDD's rows are converted to Arrow chunks once (persisted, memory and disk) and counted
-   from those, so the rows are computed and converted only once.
+1. One job counts the rows of every partition: a DataFrame by Spark alone (``groupBy`` of the
+   partition id, no data column read); an RDD's rows are converted to Arrow chunks once
+   (persisted, memory and disk) and counted from those, so the rows are computed and
+   converted only once.
 2. Map tasks give row ``j`` of partition ``p`` the global index ``g = rows before p + j`` and
    route it to shard ``g mod num_workers``, as Arrow chunks, through one shuffle (Spark's own
    for DataFrames, PySpark's ``partitionBy`` when an RDD is among the inputs).
