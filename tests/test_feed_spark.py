@@ -104,6 +104,12 @@ def test_uneven_partitions_give_every_worker_the_same_batches(sc, spark, nodes, 
             assert set(ids) == set(range(301)) and len(ids) == 303
     assert report["inputs"]["input"]["rows_per_worker_per_epoch"] == per_worker
     assert report["inputs"]["input"]["rows_fed"] == per_worker * WORKERS * 3
+    assert report["inputs"]["input"]["remainder_rows_per_epoch"] == abs(301 - per_worker * WORKERS)
+    # where the time went: the count, then the feed job; per worker, its spill and its feed
+    assert 0 < report["inputs"]["input"]["count_seconds"] < report["seconds"]
+    assert 0 < report["feed_job_seconds"] < report["seconds"]
+    assert sorted(s["node"] for s in report["shards"]) == [f"worker:{i}" for i in range(WORKERS)]
+    assert all(s["spill_seconds"] >= 0 and s["feed_seconds"] > 0 for s in report["shards"])
 
 
 @pytest.mark.parametrize("train_kind", ["rdd", "dataframe"])  # RDD among the inputs / DataFrames only

@@ -314,12 +314,13 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
                 offsets[p] = before % n
                 before += counts[p]
             total = before
-            logger.info("input %r: counted %d rows in %d partitions in %.1fs", q, total, len(counts),
-                        time.monotonic() - counting)
+            count_s = time.monotonic() - counting
+            logger.info("input %r: counted %d rows in %d partitions in %.1fs", q, total, len(counts), count_s)
             per_worker = total // n if remainder == "drop" or total < n else -(-total // n)
             left = total - per_worker * n
             summary[q] = {"rows": total, "partitions": len(counts), "rows_per_worker_per_epoch": per_worker,
-                          "remainder": remainder, "remainder_rows_per_epoch": abs(left)}
+                          "remainder": remainder, "remainder_rows_per_epoch": abs(left),
+                          "count_seconds": round(count_s, 3)}
             totals[q] = per_worker * n * num_epochs
             if left > 0:
                 logger.info("input %r: %d rows over %d workers -> %d rows per worker per epoch; %d remainder rows are "
@@ -339,6 +340,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
         plan = feeder.TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
                                 end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address,
                                 totals=[summary[q]["rows"] for q in names], num_workers=n)
+        feeding = time.monotonic()
         try:
             lines = _run_feed(inputs, plans, plan, n)
         except Exception as exc:
@@ -349,6 +351,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             server.close()
             _unpersist(persisted)
     shards = sorted((json.loads(line) for line in lines), key=lambda s: s["shard"])
+    feed_job_s = time.monotonic() - feeding
     elapsed = time.monotonic() - started
     logger.info("feed stage: spilling the shuffled shards took %s s, feeding them %s s (per shard)",
                 [s.get("spill_seconds") for s in shards], [s.get("feed_seconds") for s in shards])
@@ -359,7 +362,8 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
         summary[q].update(rows_fed=fed[q], terminated=terminated)
         logger.info("input %r: fed %d rows to %d workers in %.1fs (%.0f rows/s)%s", q, fed[q], n, elapsed,
                     fed[q] / max(elapsed, 1e-6), f"; terminated early by {terminated}" if terminated else "")
-    return {"feed_id": feed_id, "inputs": summary, "shards": shards, "seconds": elapsed}
+    return {"feed_id": feed_id, "inputs": summary, "shards": shards, "seconds": elapsed,
+            "feed_job_seconds": round(feed_job_s, 3)}
 
 
 def _train_stream(sc: Any, stream: Any, *, cluster_id: str, num_workers: int, feed_timeout: float, qname: str,
