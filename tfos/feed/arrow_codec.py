@@ -237,7 +237,7 @@ def _dense_numbers(values: Sequence[Any]) -> tuple[np.ndarray, np.dtype] | None:
 
 def _small_ints(values: Sequence[list]) -> np.ndarray | None:
     """Equal-length lists of ints in 0..255 (pixels, small codes) as a (rows, width) uint8 array,
-    made by ``bytes()`` in C: about 6x faster than ``np.array`` infers and converts them. None
+    made by ``bytes()`` in C, several times faster than ``np.array`` infers and converts them. None
     when they are not all such lists (a float, bool-only row start, larger int...)."""
     first = values[0]
     if not first or type(first[0]) is not int:
