@@ -795,7 +795,7 @@ class Bench:
                 rss = self.sampler.end()
         nodes = _read_results(self.out, tag, WORKERS, 60)
         out = summarize(nodes, t0, n)
-        dropped = n - per_worker * WORKERS
+        dropped = report["inputs"]["input"]["remainder_rows_per_epoch"]
         out.update(train_call_s=round(train_s, 2), rows_fed=report["inputs"]["input"]["rows_fed"],
                    remainder_dropped=dropped, rss=rss, phases=phases(report),
                    check=check(out["consumed"], expected) if not dropped else f"{dropped} remainder rows dropped")
@@ -886,7 +886,7 @@ class Bench:
                 df.unpersist()
         nodes = _read_results(self.out, tag, WORKERS, 60)
         out = summarize(nodes, t0, n)
-        dropped = n - (n // WORKERS) * WORKERS
+        dropped = report["inputs"]["input"]["remainder_rows_per_epoch"]
         out.update(train_call_s=round(train_s, 2), rows_fed=report["inputs"]["input"]["rows_fed"],
                    phases=phases(report), scan_s=round(scan_s, 3), scan_rows_per_s=round(n / scan_s), cache_s=round(cache_s, 2),
                    cached_mb={"memory": round(mem / 2**20), "disk": round(disk / 2**20)}, image_column=kind, rss=rss,
@@ -964,11 +964,14 @@ def best_of(runs: list[dict]) -> dict:
 
 
 def phases(report: dict) -> dict:
-    """Where a ``train`` call's time went, from its report: the count, then the feed job (the
-    shuffle's map stage, then each barrier task spilling its shard and feeding it)."""
-    return {"count_s": report["inputs"]["input"].get("count_seconds"),
-            "feed_job_s": report.get("feed_job_seconds"),
+    """Where a ``train`` call's time went, from its report: each barrier task spilling its shard,
+    agreeing the shard sizes with the others, and feeding it; the rest of the call (``map_s``) is
+    the map stage that makes, encodes and routes the rows, the shuffle, and the barrier stage's start."""
+    tasks = [shard.get("spill_seconds", 0) + shard.get("agree_seconds", 0) + shard.get("feed_seconds", 0)
+             for shard in report["shards"]]
+    return {"map_s": round(report["seconds"] - max(tasks, default=0), 2),
             "spill_s": [shard.get("spill_seconds") for shard in report["shards"]],
+            "agree_s": [shard.get("agree_seconds") for shard in report["shards"]],
             "feed_s": [shard.get("feed_seconds") for shard in report["shards"]]}
 
 
@@ -1087,8 +1090,9 @@ def print_report(bench: Bench, elapsed: float) -> None:
         for key, label in (("a_tfos", "(a) tfos"), ("b", "(b) tfos")):
             ph = res.get(key, {}).get("phases")
             if ph:
-                print(f"  phases of {label:<9} train() {res[key]['train_call_s']}s: count {ph['count_s']}s, feed job "
-                      f"{ph['feed_job_s']}s (per barrier task: spill {ph['spill_s']}s, feed {ph['feed_s']}s)")
+                print(f"  phases of {label:<9} train() {res[key]['train_call_s']}s: map stage, shuffle and barrier "
+                      f"start {ph['map_s']}s; per barrier task: spill {ph['spill_s']}s, agree {ph['agree_s']}s, "
+                      f"feed {ph['feed_s']}s")
         for key, label in (("a_tfos", "(a) tfos"), ("b", "(b) tfos"), ("d", "(d) tfos")):
             rss = res.get(key, {}).get("rss")
             if rss:

@@ -75,9 +75,17 @@ def test_mnist_spark_feeds_train_and_validation_inputs_then_inference(mnist_tfr)
     stdout, output = run_script("mnist_spark.py", "--cluster_size", "2", "--images_labels", "mnist/train",
                                 "--test_images_labels", "mnist/test", "--model_dir", "spark_model",
                                 "--export_dir", "spark_export", "--epochs", "1", cwd=str(mnist_tfr))
-    # Exact epochs: both inputs split evenly over the 2 workers, the remainder logged.
-    assert "input 'train': 22699 rows over 2 workers -> 11349 rows per worker per epoch" in output
-    assert "input 'validation': 2000 rows over 2 workers -> 1000 rows per worker per epoch" in output
+    # Exact epochs: both inputs split evenly over the 2 workers (the smallest shard's rows each),
+    # the remainder logged; shards differ by at most one row per input partition.
+    for name, rows in (("train", 22699), ("validation", 2000)):
+        m = re.search(rf"input '{name}': {rows} rows over 2 workers -> (\d+) rows per worker per epoch"
+                      rf"(?:; (\d+) remainder rows are left out of each epoch \(shards of (\d+)-(\d+) rows)?", output)
+        assert m, f"no plan logged for input {name!r}"
+        per_worker = int(m.group(1))
+        left = int(m.group(2) or 0)
+        assert 2 * per_worker + left == rows and left <= 16
+        if left:
+            assert int(m.group(3)) == per_worker and int(m.group(3)) + int(m.group(4)) == rows
     assert "val_accuracy" in output
     accuracy = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))
     assert accuracy >= 0.90

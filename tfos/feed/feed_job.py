@@ -28,32 +28,30 @@ job_group=None, output_schema=None, chunk_rows=4096) -> RDD | DataFrame``
 Exact epochs (training). Synchronous strategies hang when one worker runs out of batches
 before the others, so every worker gets exactly the same number of rows per epoch:
 
-1. One job counts the rows of every partition: a DataFrame by Spark alone (``groupBy`` of the
-   partition id, no data column read); an RDD's rows are converted to Arrow chunks once
-   (persisted, memory and disk) and counted from those, so the rows are computed and
-   converted only once.
-2. Map tasks give row ``j`` of partition ``p`` the global index ``g = rows before p + j`` and
-   route it to shard ``g mod num_workers``, as Arrow chunks, through one shuffle (Spark's own
-   for DataFrames, PySpark's ``partitionBy`` when an RDD is among the inputs).
-3. A barrier stage of exactly ``num_workers`` tasks (one per worker executor: parameter
+1. One pass, no count: map tasks route row ``j`` of partition ``p`` to shard
+   ``(p + j) mod num_workers`` (rotation) as Arrow chunks, through one shuffle (Spark's own for
+   DataFrames, the shard computed in the JVM for a single DataFrame; PySpark's ``partitionBy``
+   when an RDD is among the inputs). An RDD's rows are computed and converted once, nothing is
+   persisted.
+2. A barrier stage of exactly ``num_workers`` tasks (one per worker executor: parameter
    servers and evaluators keep their executors busy) feeds shard ``i`` to the node on its
    executor; each task spills its shard to local disk once and replays it per epoch, one
    thread and connection per named input, so inputs are read independently (Keras
    ``validation_freq`` etc. cannot deadlock).
-4. The shard sizes follow from the count (the tasks check them on arrival, so an input that
-   changed between counting and feeding fails with a clear error). Shards differ by at most one row; with
-   ``remainder="drop"`` (default) every worker gets ``floor(N / num_workers)`` rows per epoch
-   and the fewer-than-``num_workers`` surplus rows are left out, a different row each epoch;
-   with ``remainder="wrap"`` every worker gets ``ceil(N / num_workers)`` rows and the short
-   shards repeat one row. The driver logs the count either way.
+3. Before feeding, the tasks exchange their shard sizes (``allGather``). Rotation gives every
+   shard one row of each complete group of ``num_workers`` rows of a partition, so shards
+   differ only by the partitions' last, incomplete groups: by at most one row per input
+   partition. With ``remainder="drop"`` (default) every worker gets the smallest shard's rows
+   per epoch and the surplus rows are left out, different rows each epoch; with
+   ``remainder="wrap"`` every worker gets the largest shard's rows and the shorter shards
+   repeat some rows. The driver logs the plan as soon as it is agreed, and the report has it.
 
 Rows per worker may still differ from batch size multiples: with ``DataFeed.dataset(bs)``
 every worker then ends each epoch with the same short batch (or none with
 ``drop_remainder=True``), so step counts stay equal.
 
-Costs: a DataFrame is read once, an RDD computed once (its Arrow chunks are kept in Spark's
-storage until the feed ends), one shuffle of the Arrow-encoded rows, local disk for one shard
-per worker executor. Epochs after the first
+Costs: the input is read (DataFrame) or computed (RDD) once, one shuffle of the
+Arrow-encoded rows, local disk for one shard per worker executor. Epochs after the first
 replay the local spill instead of recomputing the input. A retried barrier stage (executor
 loss) feeds the epoch again from its start.
 
@@ -167,29 +165,6 @@ def _tagged(df: Any) -> Any:
     return df.withColumn(feeder.PARTITION_COLUMN, F.spark_partition_id())
 
 
-def _partition_counts(data: Any) -> dict[int, int]:
-    """Rows per input partition. A DataFrame is counted by Spark alone, grouped by partition id
-    (no data column read, nothing through Python); an RDD from its encoded chunks (see ``_encoded``)."""
-    if _is_dataframe(data):
-        rows = _tagged(data).select(feeder.PARTITION_COLUMN).groupBy(feeder.PARTITION_COLUMN).count().collect()
-    else:
-        rows = data.mapPartitions(feeder.count_chunks).collect()
-    counts: dict[int, int] = {}
-    for p, n in rows:
-        counts[int(p)] = counts.get(int(p), 0) + int(n)
-    return counts
-
-
-def _encoded(data: Any, chunk_rows: int, chunk_bytes: int, progress: tuple) -> Any:
-    """An RDD's rows as Arrow chunks ``(partition, first row, rows, ipc)``, persisted: each row is
-    computed and converted once, then counted and sharded from the chunks."""
-    from pyspark import StorageLevel
-
-    encoded = data.mapPartitionsWithIndex(partial(feeder.encode_rows, chunk_rows, chunk_bytes, progress),
-                                          preservesPartitioning=True)
-    return encoded.persist(StorageLevel.MEMORY_AND_DISK)
-
-
 def _chunks(data: Any, plan: feeder.ShardPlan) -> Any:
     """A DataFrame ``(shard, q, rows, payload)`` of the Arrow IPC chunks of DataFrame ``data``."""
     return _tagged(data).mapInArrow(partial(feeder.shard_arrow, plan), feeder.SHARD_SCHEMA_DDL)
@@ -199,20 +174,18 @@ def _chunk_pairs(data: Any, plan: feeder.ShardPlan) -> Any:
     """An RDD ``(shard, (q, rows, payload))`` of the Arrow IPC chunks of ``data`` (RDD or DataFrame)."""
     if _is_dataframe(data):
         return _chunks(data, plan).rdd.map(lambda r: (r[0], (r[1], r[2], r[3])))
-    return data.mapPartitions(partial(feeder.shard_chunks, plan))
+    return data.mapPartitionsWithIndex(partial(feeder.shard_rows, plan))
 
 
-def _routed_rows(df: Any, shard_plan: feeder.ShardPlan) -> Any:
+def _routed_rows(df: Any, n: int) -> Any:
     """The rows of ``df`` themselves, each shard's in its partition: the shard of row ``j`` of
-    partition ``p`` is computed by Spark (``offset[p] + j``; ``j`` from the low 33 bits of
-    ``monotonically_increasing_id``), so no Python touches the data before the feed task."""
+    partition ``p``, ``(p + j) mod n`` (:class:`feeder.ShardPlan`), is computed by Spark (``j``
+    from the low 33 bits of ``monotonically_increasing_id``), so no Python touches the data
+    before the feed task."""
     from pyspark.sql import functions as F  # noqa: N812
 
-    n = shard_plan.num_shards
-    size = max(shard_plan.offsets, default=-1) + 1
-    offsets = F.array(*[F.lit(shard_plan.offsets.get(p, 0)).cast("bigint") for p in range(max(size, 1))])
     row = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << 33) - 1))
-    shard = F.pmod(F.element_at(offsets, F.spark_partition_id() + 1) + row, F.lit(n)).cast("int")
+    shard = F.pmod(F.spark_partition_id().cast("bigint") + row, F.lit(n)).cast("int")
     return _routed(df.withColumn(feeder.SHARD_COLUMN, shard), n, feeder.SHARD_COLUMN)
 
 
@@ -224,14 +197,6 @@ def _routed(df: Any, n: int, shard_column: str = "shard") -> Any:
     return df.repartition(n, F.element_at(keys, F.col(shard_column) + 1))
 
 
-def _unpersist(rdds: list[Any]) -> None:
-    for rdd in rdds:
-        try:
-            rdd.unpersist(blocking=False)
-        except Exception as exc:  # noqa: BLE001 - the SparkContext may be stopping
-            logger.debug("could not unpersist %s: %s", rdd, exc)
-
-
 def _run_feed(inputs: list[tuple[str, Any]], plans: list[feeder.ShardPlan], plan: feeder.TrainPlan,
               n: int) -> list[str]:
     """The feed job: chunks routed to ``n`` barrier tasks, one per worker; returns their statistics.
@@ -240,7 +205,7 @@ def _run_feed(inputs: list[tuple[str, Any]], plans: list[feeder.ShardPlan], plan
     shuffle). With an RDD among the inputs: one Python ``partitionBy`` of (shard, chunk) pairs.
     """
     if len(inputs) == 1 and _is_dataframe(inputs[0][1]):
-        feed = _routed_rows(inputs[0][1], plans[0]).mapInArrow(partial(feeder.feed_rows_arrow, plan),
+        feed = _routed_rows(inputs[0][1], n).mapInArrow(partial(feeder.feed_rows_arrow, plan),
                                                                 "line string", barrier=True)
         return [r[0] for r in feed.collect()]
     if all(_is_dataframe(x) for _, x in inputs):
@@ -292,55 +257,24 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             logger.error("feed task failed: %s", message)
             sc.cancelJobGroup(group)
 
+    def on_plan(agreed: dict) -> None:  # the feed tasks agreed the rows per epoch: log it, size the progress
+        try:
+            plan_lines = _plan_summary(names, agreed, n, remainder)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            logger.debug("malformed feed plan %r: %s", agreed, exc)
+            return
+        for line in plan_lines["log"]:
+            logger.log(line[0], line[1])
+        server.set_totals({q: s["rows_per_worker_per_epoch"] * n * num_epochs
+                           for q, s in plan_lines["summary"].items()})
+
     with _JobGroup(sc, group, desc):
         server = ProgressServer(_driver_host(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
-                                on_error=on_error)
-        plans, totals, summary = [], {}, {}
-        inputs = [(q, x if _is_dataframe(x) else _encoded(x, chunk_rows, chunk_bytes, server.address))
-                  for q, x in inputs]
-        persisted = [x for _, x in inputs if not _is_dataframe(x)]
-        for qi, (q, x) in enumerate(inputs):
-            counting = time.monotonic()
-            try:
-                counts = _partition_counts(x)
-            except Exception as exc:
-                server.close()
-                _unpersist(persisted)
-                if failures:
-                    raise FeedError(f"reading input {q!r} failed: {failures[0]}") from exc
-                raise _feed_failure(exc, f"counting the rows of input {q!r}") from exc
-            offsets, before = {}, 0
-            for p in sorted(counts):
-                offsets[p] = before % n
-                before += counts[p]
-            total = before
-            count_s = time.monotonic() - counting
-            logger.info("input %r: counted %d rows in %d partitions in %.1fs", q, total, len(counts), count_s)
-            per_worker = total // n if remainder == "drop" or total < n else -(-total // n)
-            left = total - per_worker * n
-            summary[q] = {"rows": total, "partitions": len(counts), "rows_per_worker_per_epoch": per_worker,
-                          "remainder": remainder, "remainder_rows_per_epoch": abs(left),
-                          "count_seconds": round(count_s, 3)}
-            totals[q] = per_worker * n * num_epochs
-            if left > 0:
-                logger.info("input %r: %d rows over %d workers -> %d rows per worker per epoch; %d remainder rows are "
-                            "left out of each epoch (remainder='drop', a different one each epoch)", q, total, n,
-                            per_worker, left)
-            elif left < 0:
-                logger.info("input %r: %d rows over %d workers -> %d rows per worker per epoch; %d rows are fed twice "
-                            "per epoch to even the workers out (remainder='wrap')", q, total, n, per_worker, -left)
-            else:
-                logger.info("input %r: %d rows over %d workers -> %d rows per worker per epoch", q, total, n,
-                            per_worker)
-            if per_worker == 0:
-                logger.warning("input %r has fewer rows (%d) than workers (%d): every worker gets an empty epoch", q,
-                               total, n)
-            plans.append(feeder.ShardPlan(qi, n, offsets, chunk_rows, chunk_bytes, server.address))
-        server.totals = totals
+                                on_error=on_error, on_plan=on_plan)
+        plans = [feeder.ShardPlan(qi, n, chunk_rows, chunk_bytes, server.address) for qi in range(len(inputs))]
         plan = feeder.TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
                                 end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address,
-                                totals=[summary[q]["rows"] for q in names], num_workers=n)
-        feeding = time.monotonic()
+                                num_workers=n)
         try:
             lines = _run_feed(inputs, plans, plan, n)
         except Exception as exc:
@@ -349,12 +283,13 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             raise _feed_failure(exc, f"feeding {'/'.join(names)} to the workers") from exc
         finally:
             server.close()
-            _unpersist(persisted)
     shards = sorted((json.loads(line) for line in lines), key=lambda s: s["shard"])
-    feed_job_s = time.monotonic() - feeding
     elapsed = time.monotonic() - started
-    logger.info("feed stage: spilling the shuffled shards took %s s, feeding them %s s (per shard)",
-                [s.get("spill_seconds") for s in shards], [s.get("feed_seconds") for s in shards])
+    logger.info("feed stage: spilling the shuffled shards took %s s, agreeing their sizes %s s, feeding them %s s "
+                "(per shard)", [s.get("spill_seconds") for s in shards], [s.get("agree_seconds") for s in shards],
+                [s.get("feed_seconds") for s in shards])
+    summary = _plan_summary(names, {"shard_sizes": shards[0]["all_shard_sizes"],
+                                    "rows_per_epoch": shards[0]["rows_per_epoch"]}, n, remainder)["summary"]
     fed = {q: sum(s["inputs"].get(q, {}).get("rows", 0) for s in shards) for q in names}
     for q in names:
         states = [s["inputs"].get(q, {}).get("state") for s in shards]
@@ -362,8 +297,36 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
         summary[q].update(rows_fed=fed[q], terminated=terminated)
         logger.info("input %r: fed %d rows to %d workers in %.1fs (%.0f rows/s)%s", q, fed[q], n, elapsed,
                     fed[q] / max(elapsed, 1e-6), f"; terminated early by {terminated}" if terminated else "")
-    return {"feed_id": feed_id, "inputs": summary, "shards": shards, "seconds": elapsed,
-            "feed_job_seconds": round(feed_job_s, 3)}
+    return {"feed_id": feed_id, "inputs": summary, "shards": shards, "seconds": elapsed}
+
+
+def _plan_summary(names: list[str], agreed: dict, n: int, remainder: str) -> dict:
+    """Per input, from every shard's size and the agreed rows per epoch: the report's summary and
+    the driver's log lines (``(level, message)``)."""
+    summary, log = {}, []
+    for qi, q in enumerate(names):
+        sizes = [int(shard[qi]) for shard in agreed["shard_sizes"]]
+        per_worker = int(agreed["rows_per_epoch"][qi])
+        total = sum(sizes)
+        left = total - per_worker * n
+        summary[q] = {"rows": total, "shard_rows": sizes, "rows_per_worker_per_epoch": per_worker,
+                      "remainder": remainder, "remainder_rows_per_epoch": abs(left)}
+        head = f"input {q!r}: {total} rows over {n} workers -> {per_worker} rows per worker per epoch"
+        if left > 0:
+            log.append((logging.INFO, f"{head}; {left} remainder rows are left out of each epoch (shards of "
+                                      f"{min(sizes)}-{max(sizes)} rows, remainder='drop', different rows each epoch)"))
+        elif left < 0:
+            log.append((logging.INFO, f"{head}; {-left} rows are fed twice per epoch to even the workers out "
+                                      f"(shards of {min(sizes)}-{max(sizes)} rows, remainder='wrap')"))
+        else:
+            log.append((logging.INFO, head))
+        if per_worker == 0 and total:
+            log.append((logging.WARNING, f"input {q!r}: a worker's shard is empty ({total} rows in shards of "
+                                         f"{sizes}): every worker gets an empty epoch. Give the input more rows "
+                                         f"than workers in each partition, or fewer partitions (coalesce)"))
+        elif per_worker == 0:
+            log.append((logging.WARNING, f"input {q!r} is empty: every worker gets an empty epoch"))
+    return {"summary": summary, "log": log}
 
 
 def _train_stream(sc: Any, stream: Any, *, cluster_id: str, num_workers: int, feed_timeout: float, qname: str,

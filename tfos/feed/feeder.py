@@ -3,14 +3,14 @@
 Three kinds of task run this code (the driver side in ``feed_job`` builds the jobs):
 
 * **shard map tasks** (training): :func:`shard_rows` / :func:`shard_arrow` turn each input
-  partition into Arrow IPC chunks keyed by *shard*: row ``j`` of partition ``p`` has the global
-  index ``g = offset[p] + j`` and goes to shard ``g mod num_workers``. The chunks go through one
-  Spark shuffle (compact Arrow bytes, not Python rows).
+  partition into Arrow IPC chunks keyed by *shard*: row ``j`` of partition ``p`` goes to shard
+  ``(p + j) mod num_workers`` (rotation, :class:`ShardPlan`; no count of the input needed). The
+  chunks go through one Spark shuffle (compact Arrow bytes, not Python rows).
 * **shard feed tasks** (training, a barrier stage of exactly ``num_workers`` tasks, one per
-  worker executor): :func:`feed_shard` spills its shard to local disk, checks its size against
-  the driver's count (which fixes the rows per epoch; no barrier round trip), and feeds every
-  named input to the local TF node in its own thread and connection, epoch after epoch, from
-  the spill file.
+  worker executor): :func:`feed_shard` spills its shard to local disk, exchanges the shard sizes
+  with the other feed tasks (``allGather``; every worker then feeds the same rows per epoch,
+  :func:`agreed_rows`), and feeds every named input to the local TF node in its own thread and
+  connection, epoch after epoch, from the spill file.
 * **inference tasks**: :func:`infer_rows` / :func:`infer_arrow` feed one partition to the local
   node and yield its results, one per input row, in input order.
 
@@ -184,14 +184,23 @@ def _chunks(rows: Iterable[Any], sizer: _ChunkSizer) -> Iterator[tuple[int, list
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class ShardPlan:
-    """How one named input is cut into ``num_shards`` shards (shipped to the map tasks)."""
+    """How one named input is cut into ``num_shards`` shards (shipped to the map tasks).
+
+    Rotation: row ``j`` of partition ``p`` goes to shard ``(p + j) mod num_shards``. Every
+    complete group of ``num_shards`` consecutive rows of a partition gives each shard one row,
+    so the shards can differ only by the partitions' last, incomplete groups (at most one row
+    per input partition), and no count of the input is needed to route it.
+    """
 
     qindex: int
     num_shards: int
-    offsets: dict[int, int]  # partition -> (rows before it) mod num_shards
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     progress: tuple | None = None  # the driver's ProgressServer, for a prompt error report
+
+    def offset(self, partition: int | None) -> int:
+        """The shard of the first row of ``partition``."""
+        return (partition or 0) % self.num_shards
 
 
 # The partition index of a DataFrame's rows travels in this column (``spark_partition_id()``,
@@ -208,40 +217,26 @@ def _untag(batch: pa.RecordBatch) -> tuple[int | None, pa.RecordBatch]:
     return partition, pa.RecordBatch.from_arrays([batch.column(i) for i in keep], schema=schema)
 
 
-def encode_rows(chunk_rows: int, chunk_bytes: int, progress: tuple | None, partition: int,
-                rows: Iterable[Any]) -> Iterator[tuple[int, int, int, bytes]]:
-    """``mapPartitionsWithIndex`` function: RDD rows -> ``(partition, first row, rows, Arrow IPC)``
-    chunks in row order. Each row is converted once; counting and sharding then read the chunks."""
+def shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator[tuple[int, tuple]]:
+    """``mapPartitionsWithIndex`` function: RDD rows -> ``(shard, (qindex, rows, arrow_ipc_bytes))``.
+
+    One pass: each row is computed and converted to Arrow once, in chunks, and routed by rotation.
+    """
     encoder = codec.RowEncoder(partition)
-    sizer = _ChunkSizer(chunk_rows, chunk_bytes)
-    try:
+    sizer = _ChunkSizer(plan.chunk_rows, plan.chunk_bytes)
+
+    def located() -> Iterator[tuple[int | None, int, pa.RecordBatch]]:
         for first, chunk in _chunks(rows, sizer):
             batch = encoder.encode(chunk, first)
             sizer.learn(batch)
-            yield partition, first, batch.num_rows, codec.to_ipc(batch).to_pybytes()
+            yield partition, first, batch
+
+    try:
+        for k, n, payload in _split_by_shard(plan, located()):
+            yield k, (plan.qindex, n, payload)
     except FeedError as exc:
-        report_error(progress, {"feed": "map", "shard": -1}, f"{type(exc).__name__}: {exc}")
+        report_error(plan.progress, {"feed": "map", "shard": -1}, f"{type(exc).__name__}: {exc}")
         raise
-
-
-def count_chunks(chunks: Iterable[tuple[int, int, int, bytes]]) -> Iterator[tuple[int, int]]:
-    """``mapPartitions`` function over encoded chunks: (partition, rows)."""
-    counts: dict[int, int] = {}
-    for partition, _, rows, _ in chunks:
-        counts[partition] = counts.get(partition, 0) + rows
-    yield from counts.items()
-
-
-def shard_chunks(plan: ShardPlan, chunks: Iterable[tuple[int, int, int, bytes]]) -> Iterator[tuple[int, tuple]]:
-    """``mapPartitions`` function over encoded chunks: ``(shard, (qindex, rows, arrow_ipc_bytes))``."""
-    def located() -> Iterator[tuple[int | None, int, pa.RecordBatch]]:
-        for partition, first, _, payload in chunks:
-            for batch in codec.from_ipc(payload):
-                yield partition, first, batch
-                first += batch.num_rows
-
-    for k, rows, payload in _split_by_shard(plan, located()):
-        yield k, (plan.qindex, rows, payload)
 
 
 SHARD_SCHEMA_DDL = "shard int, q int, rows long, payload binary"
@@ -266,7 +261,8 @@ def shard_arrow(plan: ShardPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[
 def _split_by_shard(plan: ShardPlan, located: Iterable[tuple[int | None, int, pa.RecordBatch]]
                     ) -> Iterator[tuple[int, int, bytes]]:
     """Batches of one partition, each with its first row's position in the partition -> per-shard
-    ``(shard, rows, arrow_ipc_bytes)`` chunks: row ``pos`` goes to shard ``(offset + pos) mod n``."""
+    ``(shard, rows, arrow_ipc_bytes)`` chunks: row ``pos`` goes to shard ``(offset + pos) mod n``
+    (see :class:`ShardPlan`)."""
     n = plan.num_shards
     pending: list[list[pa.RecordBatch]] = [[] for _ in range(n)]
     pending_rows = [0] * n
@@ -278,7 +274,7 @@ def _split_by_shard(plan: ShardPlan, located: Iterable[tuple[int | None, int, pa
         return out
 
     for partition, pos, batch in located:
-        offset = plan.offsets.get(partition, 0) if partition is not None else 0
+        offset = plan.offset(partition)
         m = batch.num_rows
         for k in range(n):
             start = (k - offset - pos) % n
@@ -400,21 +396,44 @@ class TrainPlan:
     remainder: str = "drop"  # or "wrap"
     progress: tuple | None = None  # (host, port, key) of the driver's ProgressServer
     feed_id: str = ""
-    totals: list[int] = field(default_factory=list)  # rows of each input, counted by the driver
     num_workers: int = 1
     extra: dict = field(default_factory=dict)
 
-    def shard_size(self, qi: int, shard: int) -> int:
-        """Rows of input ``qi`` routed to ``shard``: global indices ``g`` with ``g mod n == shard``."""
-        total, n = self.totals[qi], self.num_workers
-        return total // n + (1 if shard < total % n else 0)
 
-    def rows_per_epoch(self, qi: int) -> int:
-        """Rows every worker gets per epoch: the smallest shard (drop) or the largest (wrap)."""
-        total, n = self.totals[qi], self.num_workers
-        if self.remainder == "wrap" and total >= n:
-            return -(-total // n)
-        return total // n
+def agreed_rows(remainder: str, sizes: list[int]) -> int:
+    """Rows every worker feeds per epoch of one input, given every shard's size: the smallest
+    shard (``drop``), or the largest (``wrap``; an empty shard has nothing to repeat, so then
+    the smallest too)."""
+    smallest = min(sizes, default=0)
+    if remainder == "wrap" and smallest > 0:
+        return max(sizes)
+    return smallest
+
+
+def _agree(plan: TrainPlan, shard: int, sizes: list[int]) -> list[list[int]]:
+    """Every shard's sizes (``[shard][input]``), exchanged with the other feed tasks through the
+    barrier stage's ``allGather``; waits at most ``feed_timeout``."""
+    from pyspark import BarrierTaskContext
+
+    context = BarrierTaskContext.get()
+    result: dict[str, Any] = {}
+
+    def gather() -> None:
+        try:
+            result["sizes"] = [json.loads(x) for x in context.allGather(json.dumps(sizes))]
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the task thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=gather, name="tfos-feed-agree", daemon=True)
+    thread.start()
+    thread.join(plan.feed_timeout)
+    if "error" in result:
+        raise FeedError(f"feed task {shard} could not exchange shard sizes with the other feed tasks: "
+                        f"{result['error']}") from result["error"]
+    if "sizes" not in result:
+        raise FeedError(f"feed task {shard} waited {plan.feed_timeout:.0f}s (feed_timeout) for the other "
+                        f"{plan.num_workers - 1} feed tasks to read their shards and report their sizes")
+    return result["sizes"]
 
 
 def _spill_dir() -> str:
@@ -444,19 +463,18 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
         for spill in spills:
             spill.finish()
         spilled = time.monotonic()
-        for qi, spill in enumerate(spills):
-            expected = plan.shard_size(qi, shard)
-            if spill.rows != expected:
-                raise FeedError(f"input {plan.qnames[qi]!r} changed between counting and feeding: shard {shard} "
-                                f"got {spill.rows} rows where the count gave {expected}. Persist the input, or "
-                                f"make it deterministic (e.g. give sample()/randomSplit() a seed)")
-        targets = [plan.rows_per_epoch(qi) for qi in range(len(spills))]
+        all_sizes = _agree(plan, shard, [s.rows for s in spills])
+        agreed = time.monotonic()
+        targets = [agreed_rows(plan.remainder, [sizes[qi] for sizes in all_sizes]) for qi in range(len(spills))]
         if plan.progress:
             reporter = ProgressReporter(plan.progress, {"feed": plan.feed_id, "shard": shard, "node": target.name})
+            if shard == 0:
+                reporter.announce({"shard_sizes": all_sizes, "rows_per_epoch": targets})
         results = _feed_inputs(plan, target, shard, spills, targets, reporter)
         stats = {"shard": shard, "node": target.name, "rows_in_shard": [s.rows for s in spills],
-                 "rows_per_epoch": targets, "inputs": results, "spill_seconds": round(spilled - began, 3),
-                 "feed_seconds": round(time.monotonic() - spilled, 3)}
+                 "all_shard_sizes": all_sizes, "rows_per_epoch": targets, "inputs": results,
+                 "spill_seconds": round(spilled - began, 3), "agree_seconds": round(agreed - spilled, 3),
+                 "feed_seconds": round(time.monotonic() - agreed, 3)}
         yield json.dumps(stats)
     except Exception as exc:
         report_error(plan.progress, {"feed": plan.feed_id, "shard": shard}, f"{type(exc).__name__}: {exc}")

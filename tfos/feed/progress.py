@@ -1,7 +1,8 @@
 """Feed progress: shard feed tasks report rows fed; the driver logs rows and rows/s.
 
 The same channel carries a failing task's error to the driver at once, so that ``train``
-cancels the feed job and raises that error instead of waiting for Spark's retries.
+cancels the feed job and raises that error instead of waiting for Spark's retries, and the
+feed's plan (every shard's size, rows per worker per epoch) as soon as the feed tasks agreed it.
 
 The driver's :class:`ProgressServer` listens on the driver host; each feed task's
 :class:`ProgressReporter` sends a cumulative report about once a second. Frames are
@@ -40,13 +41,14 @@ class ProgressServer:
     """Driver side: collects reports, logs progress every ``log_every`` seconds (tqdm on a terminal)."""
 
     def __init__(self, host: str, totals: dict[str, int], *, desc: str = "feed", log_every: float = 10.0,
-                 use_tqdm: bool | None = None, log: bool = True, on_error: Any = None):
+                 use_tqdm: bool | None = None, log: bool = True, on_error: Any = None, on_plan: Any = None):
         self.key = secrets.token_bytes(32)
         self.totals = dict(totals)
         self.desc = desc
         self.log_every = log_every
         self.log = log
         self.on_error = on_error
+        self.on_plan = on_plan
         self.errors: list[str] = []
         self._rows: dict[tuple, dict[str, int]] = {}  # (feed, shard) -> qname -> rows (cumulative)
         self._states: dict[tuple, dict[str, str]] = {}
@@ -116,12 +118,25 @@ class ProgressServer:
                 except Exception:  # noqa: BLE001 - the error is kept in self.errors anyway
                     logger.exception("progress error callback failed")
             return
+        if report.get("plan") is not None and self.on_plan is not None:
+            try:
+                self.on_plan(report["plan"])
+            except Exception:  # noqa: BLE001 - the plan is informational
+                logger.exception("progress plan callback failed")
         ident = (str(report["feed"]), int(report["shard"]))
         rows = {str(k): int(v) for k, v in dict(report.get("rows", {})).items()}
         states = {str(k): str(v) for k, v in dict(report.get("states", {})).items()}
         with self._lock:
             self._rows[ident] = rows
             self._states[ident] = states
+
+    def set_totals(self, totals: dict[str, int]) -> None:
+        """The rows the feed will deliver per input (known once the feed tasks agreed their shards)."""
+        with self._lock:
+            self.totals = dict(totals)
+        if self._bar is not None:
+            self._bar.total = sum(totals.values()) or None
+            self._bar.refresh()
 
     # -- reading -------------------------------------------------------------------------------
     def rows(self) -> dict[str, int]:
@@ -227,6 +242,10 @@ class ProgressReporter:
             self._sock.sendall(_LEN.pack(len(body)) + body + _sign(self._key, body))
         except OSError:
             self._broken = True
+
+    def announce(self, plan: dict) -> None:
+        """Send ``plan`` (the feed's shard sizes and rows per epoch) to the driver now (best effort)."""
+        self._send({"plan": plan})
 
     def _loop(self) -> None:
         while not self._stop.wait(REPORT_EVERY):
