@@ -38,7 +38,7 @@ before the others, so every worker gets exactly the same number of rows per epoc
    executor; each task spills its shard to local disk once and replays it per epoch, one
    thread and connection per named input, so inputs are read independently (Keras
    ``validation_freq`` etc. cannot deadlock).
-3. Before feeding, the tasks exchange their shard sizes (``allGather``). Rotation gives every
+3. Before feeding, the tasks exchange their shard sizes through the driver. Rotation gives every
    shard one row of each complete group of ``num_workers`` rows of a partition, so shards
    differ only by the partitions' last, incomplete groups: by at most one row per input
    partition. With ``remainder="drop"`` (default) every worker gets the smallest shard's rows

@@ -8,7 +8,7 @@ Three kinds of task run this code (the driver side in ``feed_job`` builds the jo
   chunks go through one Spark shuffle (compact Arrow bytes, not Python rows).
 * **shard feed tasks** (training, a barrier stage of exactly ``num_workers`` tasks, one per
   worker executor): :func:`feed_shard` spills its shard to local disk, exchanges the shard sizes
-  with the other feed tasks (``allGather``; every worker then feeds the same rows per epoch,
+  with the other feed tasks through the driver (every worker then feeds the same rows per epoch,
   :func:`agreed_rows`), and feeds every named input to the local TF node in its own thread and
   connection, epoch after epoch, from the spill file.
 * **inference tasks**: :func:`infer_rows` / :func:`infer_arrow` feed one partition to the local
@@ -40,7 +40,7 @@ import pyarrow as pa
 from tfos.feed import arrow_codec as codec
 from tfos.feed import channel as ch
 from tfos.feed.errors import FeedError, FeedTerminated, PeerGone
-from tfos.feed.progress import ProgressReporter, report_error
+from tfos.feed.progress import ProgressReporter, exchange_sizes, report_error
 from tfos.feed.registry import node_name, pick_local_node
 
 logger = logging.getLogger("tfos.feed")
@@ -412,28 +412,19 @@ def agreed_rows(remainder: str, sizes: list[int]) -> int:
 
 def _agree(plan: TrainPlan, shard: int, sizes: list[int]) -> list[list[int]]:
     """Every shard's sizes (``[shard][input]``), exchanged with the other feed tasks through the
-    barrier stage's ``allGather``; waits at most ``feed_timeout``."""
-    from pyspark import BarrierTaskContext
-
-    context = BarrierTaskContext.get()
-    result: dict[str, Any] = {}
-
-    def gather() -> None:
-        try:
-            result["sizes"] = [json.loads(x) for x in context.allGather(json.dumps(sizes))]
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the task thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=gather, name="tfos-feed-agree", daemon=True)
-    thread.start()
-    thread.join(plan.feed_timeout)
-    if "error" in result:
-        raise FeedError(f"feed task {shard} could not exchange shard sizes with the other feed tasks: "
-                        f"{result['error']}") from result["error"]
-    if "sizes" not in result:
-        raise FeedError(f"feed task {shard} waited {plan.feed_timeout:.0f}s (feed_timeout) for the other "
-                        f"{plan.num_workers - 1} feed tasks to read their shards and report their sizes")
-    return result["sizes"]
+    driver (:func:`exchange_sizes`); waits at most ``feed_timeout``."""
+    if plan.progress is None:
+        raise FeedError("the feed plan has no driver address to exchange the shard sizes with")
+    try:
+        got = exchange_sizes(plan.progress, plan.feed_id, shard, plan.num_workers, sizes, plan.feed_timeout)
+    except (OSError, ValueError, KeyError) as exc:
+        raise FeedError(f"feed task {shard} could not exchange shard sizes with the driver at "
+                        f"{plan.progress[0]}:{plan.progress[1]}: {exc}") from exc
+    missing = [k for k, x in enumerate(got) if x is None]
+    if missing:
+        raise FeedError(f"feed task {shard} waited {plan.feed_timeout:.0f}s (feed_timeout) for the feed tasks of "
+                        f"shards {missing} to read their shards and report their sizes")
+    return got
 
 
 def _spill_dir() -> str:

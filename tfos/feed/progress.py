@@ -4,6 +4,11 @@ The same channel carries a failing task's error to the driver at once, so that `
 cancels the feed job and raises that error instead of waiting for Spark's retries, and the
 feed's plan (every shard's size, rows per worker per epoch) as soon as the feed tasks agreed it.
 
+It also exchanges the feed tasks' shard sizes (:func:`exchange_sizes`): each task sends its
+own and the server answers, on the same connection, with every shard's once all have
+arrived. (Spark's ``BarrierTaskContext.allGather`` does the same but polls once a second,
+which cost a whole second per ``train`` call.)
+
 The driver's :class:`ProgressServer` listens on the driver host; each feed task's
 :class:`ProgressReporter` sends a cumulative report about once a second. Frames are
 ``length(4, big endian) | JSON | HMAC-SHA256(key, JSON)`` with a fresh random key per feed
@@ -53,6 +58,8 @@ class ProgressServer:
         self._rows: dict[tuple, dict[str, int]] = {}  # (feed, shard) -> qname -> rows (cumulative)
         self._states: dict[tuple, dict[str, str]] = {}
         self._lock = threading.Lock()
+        self._sizes: dict[str, dict[int, list]] = {}  # feed -> shard -> its sizes (the current round)
+        self._sizes_changed = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._sock = socket.create_server((host, 0))
@@ -103,7 +110,11 @@ class ProgressServer:
                     if not hmac.compare_digest(mac, _sign(self.key, body)):
                         logger.warning("dropped an unauthenticated progress report")
                         return
-                    self._update(json.loads(body))
+                    report = json.loads(body)
+                    if "sizes" in report:
+                        self._answer_sizes(conn, report)
+                        return
+                    self._update(report)
         except (OSError, ValueError, TypeError, KeyError):
             return
 
@@ -129,6 +140,32 @@ class ProgressServer:
         with self._lock:
             self._rows[ident] = rows
             self._states[ident] = states
+
+    def _answer_sizes(self, conn: socket.socket, report: dict) -> None:
+        """One feed task's shard sizes in; every shard's out, once all ``shards`` have sent theirs.
+
+        A shard that reports again is a retried barrier stage: it starts a new round (the tasks
+        of the old one were killed with their stage).
+        """
+        feed = str(report["feed"])
+        shard, shards = int(report["shard"]), int(report["shards"])
+        timeout = float(report.get("timeout", 600))
+        deadline = time.monotonic() + timeout
+        with self._sizes_changed:
+            got = self._sizes.get(feed)
+            if got is None or shard in got:
+                got = self._sizes[feed] = {}
+            got[shard] = [int(x) for x in report["sizes"]]
+            self._sizes_changed.notify_all()
+            while len(got) < shards and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._sizes_changed.wait(min(left, 0.5))
+            answer = {"sizes": [got.get(k) for k in range(shards)]}
+        body = json.dumps(answer).encode()
+        conn.settimeout(10.0)
+        conn.sendall(_LEN.pack(len(body)) + body + _sign(self.key, body))
 
     def set_totals(self, totals: dict[str, int]) -> None:
         """The rows the feed will deliver per input (known once the feed tasks agreed their shards)."""
@@ -266,6 +303,32 @@ class ProgressReporter:
                 self._sock.close()
             except OSError:
                 pass
+
+
+def exchange_sizes(address: tuple, feed: str, shard: int, shards: int, sizes: list[int],
+                   timeout: float) -> list[list[int] | None]:
+    """Send this feed task's shard ``sizes`` to the driver; every shard's sizes once all ``shards``
+    sent theirs (``None`` for a shard that did not within ``timeout`` seconds)."""
+    host, port, key_hex = address
+    key = bytes.fromhex(key_hex)
+    body = json.dumps({"feed": feed, "shard": shard, "shards": shards, "sizes": sizes,
+                       "timeout": timeout}).encode()
+    with socket.create_connection((host, int(port)), timeout=10.0) as conn:
+        conn.sendall(_LEN.pack(len(body)) + body + _sign(key, body))
+        conn.settimeout(timeout + 10.0)
+        head = _recv_exact(conn, _LEN.size)
+        if head is None:
+            raise ConnectionError("the driver closed the connection before answering")
+        (length,) = _LEN.unpack(head)
+        if length > MAX_FRAME:
+            raise ConnectionError(f"the driver's answer is too long ({length} bytes)")
+        frame = _recv_exact(conn, length + 32)
+        if frame is None:
+            raise ConnectionError("the driver closed the connection while answering")
+    answer, mac = frame[:length], frame[length:]
+    if not hmac.compare_digest(mac, _sign(key, answer)):
+        raise ConnectionError("the driver's answer is not signed with this feed's key")
+    return json.loads(answer)["sizes"]
 
 
 def report_error(address: tuple | None, ident: dict[str, Any], message: str) -> None:

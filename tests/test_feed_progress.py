@@ -1,0 +1,59 @@
+"""The driver's progress server exchanging the feed tasks' shard sizes (real sockets, no Spark)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tfos.feed.progress import ProgressServer, exchange_sizes
+
+
+@pytest.fixture
+def server():
+    srv = ProgressServer("127.0.0.1", {}, log=False)
+    yield srv
+    srv.close()
+
+
+def exchange_all(server, feed, sizes, timeout=10.0):
+    answers = {}
+
+    def run(k):
+        answers[k] = exchange_sizes(server.address, feed, k, len(sizes), sizes[k], timeout)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(sizes))]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # arrive one after the other, as feed tasks do
+    for t in threads:
+        t.join(timeout + 15)
+    return answers
+
+
+def test_every_task_gets_every_shards_sizes_as_soon_as_the_last_one_arrives(server):
+    sizes = [[101, 7], [101, 6], [99, 7]]
+    started = time.monotonic()
+    answers = exchange_all(server, "f1", sizes)
+    assert answers == {0: sizes, 1: sizes, 2: sizes}
+    assert time.monotonic() - started < 2  # no polling interval: answered when the last shard arrived
+
+
+def test_a_shard_that_never_reports_is_named_after_the_timeout(server):
+    started = time.monotonic()
+    got = exchange_sizes(server.address, "f2", 0, 3, [5], timeout=1.0)
+    assert got == [[5], None, None]
+    assert 1.0 <= time.monotonic() - started < 5
+
+
+def test_a_retried_stage_starts_a_new_round(server):
+    assert exchange_all(server, "f3", [[1], [2]]) == {0: [[1], [2]], 1: [[1], [2]]}
+    assert exchange_all(server, "f3", [[3], [4]]) == {0: [[3], [4]], 1: [[3], [4]]}
+
+
+def test_an_answer_needs_the_feeds_key(server):
+    host, port, key = server.address
+    forged = (host, port, "00" * 32)
+    with pytest.raises(ConnectionError, match="closed the connection"):
+        exchange_sizes(forged, "f4", 0, 1, [1], timeout=1.0)
