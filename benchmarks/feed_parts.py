@@ -6,14 +6,13 @@ against only the step the ``bytes()`` path replaced: ``np.array`` over the pixel
 narrowing to uint8 (so the old side is a lower bound of what encoding cost before). Best of
 ``--repeats``, alternating.
 
-``count`` (Spark standalone cluster of 2 single-core workers): the rows per partition of a
-cached DataFrame (``image binary``, ``label int``, ``--rows`` rows in ``--partitions``
-partitions) counted as the feed does now (a Spark ``groupBy`` of the partition id) and as it
-did before (the partition id through a Python ``mapInArrow``), alternating, ``--repeats``
-times each; the first round includes the first run of each query plan.
+``agree`` (Spark standalone cluster of 2 single-core workers): two barrier tasks exchanging
+their shard sizes as the feed tasks do now (through the driver's progress server,
+``exchange_sizes``) and as they did before (Spark's ``BarrierTaskContext.allGather``),
+alternating, ``--repeats`` rounds each; the figure is the longer of the two tasks' waits.
 
     .venv/bin/python benchmarks/feed_parts.py encode
-    .venv/bin/python benchmarks/feed_parts.py count --rows 1000000 --partitions 40
+    .venv/bin/python benchmarks/feed_parts.py agree
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.feed_throughput import arrow_images, make_rows  # noqa: E402
+from benchmarks.feed_throughput import make_rows  # noqa: E402
 
 
 def encode(opts: argparse.Namespace) -> None:
@@ -60,55 +59,59 @@ def encode(opts: argparse.Namespace) -> None:
         print(f"  {name:<36} {min(times) / opts.rows * 1e6:6.1f} us/row")
 
 
-def count(opts: argparse.Namespace) -> None:
+def agree(opts: argparse.Namespace) -> None:
     from pyspark.sql import SparkSession
-    from pyspark.sql import functions as F  # noqa: N812
 
     from tests.spark_standalone import StandaloneCluster, spark_conf, wait_for_executors
+    from tfos.feed.progress import ProgressServer
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    cluster = StandaloneCluster(workers=2, worker_memory="4g").start()
+    cluster = StandaloneCluster(workers=2, worker_memory="2g").start()
     try:
-        builder = SparkSession.builder.appName("tfos-feed-parts-count")
-        conf = dict(spark_conf(cluster.master_url, 2), **{"spark.executor.memory": "3g",
-                                                          "spark.ui.showConsoleProgress": "false"})
-        for key, value in conf.items():
+        builder = SparkSession.builder.appName("tfos-feed-parts-agree")
+        for key, value in dict(spark_conf(cluster.master_url, 2), **{"spark.ui.showConsoleProgress": "false"}).items():
             builder = builder.config(key, value)
-        spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("ERROR")
-        wait_for_executors(spark.sparkContext, 2, 180, cluster.log_dir)
-        df = spark.range(0, opts.rows, numPartitions=opts.partitions) \
-            .mapInArrow(partial(arrow_images, "binary"), "image binary, label int").cache()
-        assert df.count() == opts.rows
-        tagged = df.withColumn("p", F.spark_partition_id()).select("p")
-        ways = {"Spark groupBy (now)": lambda: tagged.groupBy("p").count().collect(),
-                "Python mapInArrow (before)": lambda: tagged.mapInArrow(_count_partition, "p int, n long").collect()}
-        times: dict[str, list[float]] = {name: [] for name in ways}
-        for _ in range(opts.repeats):
-            results = []
-            for name, way in ways.items():
-                t = time.time()
-                results.append(sorted((int(p), int(n)) for p, n in way()))
-                times[name].append(time.time() - t)
-            assert results[0] == results[1] and sum(n for _, n in results[0]) == opts.rows, "the counts differ"
-        print(f"rows per partition of a cached DataFrame, {opts.rows:,} rows in {opts.partitions} partitions, "
-              f"2 executors, alternating (same counts every time):")
-        for name, secs in times.items():
-            print(f"  {name:<28} " + ", ".join(f"{s:.2f}s" for s in secs))
+        sc = builder.getOrCreate().sparkContext
+        sc.setLogLevel("ERROR")
+        wait_for_executors(sc, 2, 180, cluster.log_dir)
+        server = ProgressServer(sc.getConf().get("spark.driver.host"), {}, log=False)
+        ways = {"driver exchange (now)": partial(_exchange_task, server.address),
+                "barrier allGather (before)": _all_gather_task}
+        waits: dict[str, list[float]] = {name: [] for name in ways}
+        for round_ in range(opts.repeats):
+            for name, task in ways.items():
+                got = sc.parallelize(range(2), 2).barrier().mapPartitions(partial(task, f"r{round_}")).collect()
+                assert sorted(sizes for sizes, _ in got)[0] == [[0], [1]], got
+                waits[name].append(max(wait for _, wait in got))
+        server.close()
+        print(f"2 barrier tasks exchanging their shard sizes, {opts.repeats} rounds alternating; the longer "
+              f"task's wait per round:")
+        for name, secs in waits.items():
+            print(f"  {name:<28} " + ", ".join(f"{s:.3f}s" for s in secs))
     finally:
         cluster.stop()
 
 
-def _count_partition(batches):
-    import pyarrow as pa
+def _exchange_task(address, feed, _rows):
+    from pyspark import BarrierTaskContext
 
-    counts: dict[int, int] = {}
-    for batch in batches:
-        for p, n in zip(*np.unique(batch.column(0).to_numpy(), return_counts=True), strict=True):
-            counts[int(p)] = counts.get(int(p), 0) + int(n)
-    if counts:
-        yield pa.RecordBatch.from_arrays([pa.array(list(counts), pa.int32()), pa.array(list(counts.values()),
-                                                                                   pa.int64())], names=["p", "n"])
+    from tfos.feed.progress import exchange_sizes
+
+    shard = BarrierTaskContext.get().partitionId()
+    t = time.perf_counter()
+    sizes = exchange_sizes(address, feed, shard, 2, [shard], 60)
+    yield sizes, time.perf_counter() - t
+
+
+def _all_gather_task(_feed, _rows):
+    import json
+
+    from pyspark import BarrierTaskContext
+
+    context = BarrierTaskContext.get()
+    t = time.perf_counter()
+    sizes = [json.loads(x) for x in context.allGather(json.dumps([context.partitionId()]))]
+    yield sizes, time.perf_counter() - t
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,12 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     enc = sub.add_parser("encode", help="RowEncoder vs np.array on MNIST rows")
     enc.add_argument("--rows", type=int, default=40_960)
     enc.add_argument("--repeats", type=int, default=5)
-    cnt = sub.add_parser("count", help="DataFrame partition counts: Spark groupBy vs Python mapInArrow")
-    cnt.add_argument("--rows", type=int, default=1_000_000)
-    cnt.add_argument("--partitions", type=int, default=40)
-    cnt.add_argument("--repeats", type=int, default=3)
+    agr = sub.add_parser("agree", help="feed tasks exchanging shard sizes: driver exchange vs barrier allGather")
+    agr.add_argument("--repeats", type=int, default=5)
     opts = parser.parse_args(argv)
-    {"encode": encode, "count": count}[opts.what](opts)
+    {"encode": encode, "agree": agree}[opts.what](opts)
 
 
 if __name__ == "__main__":
