@@ -197,8 +197,10 @@ class TFCluster:
 
         ``data`` is an RDD, a DataFrame, a dict of named inputs (``{"train": rdd, "validation": df}``,
         each read by ``ctx.get_data_feed(qname_in=name)``), a DStream or a streaming DataFrame.
-        ``remainder``: ``"drop"`` leaves out the fewer-than-num_workers rows that do not divide
-        evenly (a different row each epoch), ``"wrap"`` repeats rows instead; the count is logged.
+        Row ``j`` of partition ``p`` goes to worker ``(p + j) mod num_workers``, so the workers'
+        shards differ by at most one row per input partition. ``remainder``: ``"drop"`` feeds
+        every worker the smallest shard's rows (the surplus left out, different rows each epoch),
+        ``"wrap"`` the largest's (shorter shards repeat rows); the plan is logged.
         Returns the feed report (a ``StreamingQuery`` for a streaming DataFrame).
         """
         self._require_spark_mode("train")
