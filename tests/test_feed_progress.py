@@ -17,13 +17,13 @@ def server():
     srv.close()
 
 
-def exchange_all(server, feed, sizes, timeout=10.0):
+def exchange_all(server, feed, sizes, timeout=10.0, order=None):
     answers = {}
 
     def run(k):
         answers[k] = exchange_sizes(server.address, feed, k, len(sizes), sizes[k], timeout)
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(sizes))]
+    threads = [threading.Thread(target=run, args=(k,)) for k in (order or range(len(sizes)))]
     for t in threads:
         t.start()
         time.sleep(0.05)  # arrive one after the other, as feed tasks do
@@ -57,3 +57,18 @@ def test_an_answer_needs_the_feeds_key(server):
     forged = (host, port, "00" * 32)
     with pytest.raises(ConnectionError, match="closed the connection"):
         exchange_sizes(forged, "f4", 0, 1, [1], timeout=1.0)
+
+
+def test_a_task_that_died_while_waiting_is_left_out_of_the_round(server):
+    import json
+    import socket
+
+    from tfos.feed.progress import _LEN, _sign
+
+    host, port, key = server.address
+    body = json.dumps({"feed": "f5", "shard": 0, "shards": 2, "sizes": [999], "timeout": 10}).encode()
+    with socket.create_connection((host, port)) as dead:  # shard 0 of a failed stage attempt, then killed
+        dead.sendall(_LEN.pack(len(body)) + body + _sign(bytes.fromhex(key), body))
+        time.sleep(0.3)
+    # the retried stage, shard 1 first: it must not be answered with the dead task's sizes
+    assert exchange_all(server, "f5", [[7], [8]], order=[1, 0]) == {0: [[7], [8]], 1: [[7], [8]]}

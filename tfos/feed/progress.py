@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import secrets
+import select
 import socket
 import struct
 import sys
@@ -58,7 +59,7 @@ class ProgressServer:
         self._rows: dict[tuple, dict[str, int]] = {}  # (feed, shard) -> qname -> rows (cumulative)
         self._states: dict[tuple, dict[str, str]] = {}
         self._lock = threading.Lock()
-        self._sizes: dict[str, dict[int, list]] = {}  # feed -> shard -> its sizes (the current round)
+        self._sizes: dict[str, dict[int, tuple]] = {}  # feed -> shard -> (its sizes, its connection): this round
         self._sizes_changed = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -144,8 +145,9 @@ class ProgressServer:
     def _answer_sizes(self, conn: socket.socket, report: dict) -> None:
         """One feed task's shard sizes in; every shard's out, once all ``shards`` have sent theirs.
 
-        A shard that reports again is a retried barrier stage: it starts a new round (the tasks
-        of the old one were killed with their stage).
+        Each task waits on its open connection, so a task that died (its stage failed) is seen
+        by its closed connection and dropped from the round; a shard that reports again while
+        its earlier report still waits starts a new round (a retried barrier stage).
         """
         feed = str(report["feed"])
         shard, shards = int(report["shard"]), int(report["shards"])
@@ -153,16 +155,20 @@ class ProgressServer:
         deadline = time.monotonic() + timeout
         with self._sizes_changed:
             got = self._sizes.get(feed)
-            if got is None or shard in got:
+            if got is None or len(got) >= shards or shard in got:  # first, complete (answered) or retried
                 got = self._sizes[feed] = {}
-            got[shard] = [int(x) for x in report["sizes"]]
+            else:
+                _drop_closed(got)
+            got[shard] = ([int(x) for x in report["sizes"]], conn)
             self._sizes_changed.notify_all()
             while len(got) < shards and not self._stop.is_set():
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or _closed(conn):
                     break
                 self._sizes_changed.wait(min(left, 0.5))
-            answer = {"sizes": [got.get(k) for k in range(shards)]}
+                if len(got) < shards:  # a complete round is never changed again: its waiters answer from it
+                    _drop_closed(got)
+            answer = {"sizes": [got[k][0] if k in got else None for k in range(shards)]}
         body = json.dumps(answer).encode()
         conn.settimeout(10.0)
         conn.sendall(_LEN.pack(len(body)) + body + _sign(self.key, body))
@@ -221,6 +227,24 @@ class ProgressServer:
             if fed > self._shown:
                 self._bar.update(fed - self._shown)
             self._bar.close()
+
+
+def _closed(conn: socket.socket) -> bool:
+    """Whether the peer closed ``conn`` (a waiting task that sent its request sends nothing more)."""
+    try:
+        poller = select.poll()  # not select(): no limit on the descriptor's number
+        poller.register(conn, select.POLLIN)
+        if not poller.poll(0):
+            return False
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except (ValueError, OSError):  # already closed here, or reset by the peer
+        return True
+
+
+def _drop_closed(got: dict[int, tuple]) -> None:
+    """Leave out of an incomplete round the shards whose task closed its connection (it died)."""
+    for k in [k for k, (_, conn) in got.items() if _closed(conn)]:
+        del got[k]
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
