@@ -72,3 +72,16 @@ def test_a_task_that_died_while_waiting_is_left_out_of_the_round(server):
         time.sleep(0.3)
     # the retried stage, shard 1 first: it must not be answered with the dead task's sizes
     assert exchange_all(server, "f5", [[7], [8]], order=[1, 0]) == {0: [[7], [8]], 1: [[7], [8]]}
+
+
+def test_the_driver_hears_every_shards_sizes_once_the_round_is_complete():
+    heard = []
+    srv = ProgressServer("127.0.0.1", {}, log=False, on_plan=heard.append)
+    try:
+        exchange_all(srv, "f6", [[4], [5], [6]])
+        deadline = time.monotonic() + 5
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        srv.close()
+    assert heard == [[[4], [5], [6]]]

@@ -257,12 +257,11 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             logger.error("feed task failed: %s", message)
             sc.cancelJobGroup(group)
 
-    def on_plan(agreed: dict) -> None:  # the feed tasks agreed the rows per epoch: log it, size the progress
-        try:
-            plan_lines = _plan_summary(names, agreed, n, remainder)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            logger.debug("malformed feed plan %r: %s", agreed, exc)
-            return
+    def on_plan(shard_sizes: list) -> None:  # every feed task sent its shard sizes: log the plan, size the progress
+        agreed = {"shard_sizes": shard_sizes,
+                  "rows_per_epoch": [feeder.agreed_rows(remainder, [sizes[qi] for sizes in shard_sizes])
+                                     for qi in range(len(names))]}
+        plan_lines = _plan_summary(names, agreed, n, remainder)
         for line in plan_lines["log"]:
             logger.log(line[0], line[1])
         server.set_totals({q: s["rows_per_worker_per_epoch"] * n * num_epochs

@@ -459,8 +459,6 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
         targets = [agreed_rows(plan.remainder, [sizes[qi] for sizes in all_sizes]) for qi in range(len(spills))]
         if plan.progress:
             reporter = ProgressReporter(plan.progress, {"feed": plan.feed_id, "shard": shard, "node": target.name})
-            if shard == 0:
-                reporter.announce({"shard_sizes": all_sizes, "rows_per_epoch": targets})
         results = _feed_inputs(plan, target, shard, spills, targets, reporter)
         stats = {"shard": shard, "node": target.name, "rows_in_shard": [s.rows for s in spills],
                  "all_shard_sizes": all_sizes, "rows_per_epoch": targets, "inputs": results,

@@ -1,12 +1,11 @@
 """Feed progress: shard feed tasks report rows fed; the driver logs rows and rows/s.
 
 The same channel carries a failing task's error to the driver at once, so that ``train``
-cancels the feed job and raises that error instead of waiting for Spark's retries, and the
-feed's plan (every shard's size, rows per worker per epoch) as soon as the feed tasks agreed it.
+cancels the feed job and raises that error instead of waiting for Spark's retries.
 
 It also exchanges the feed tasks' shard sizes (:func:`exchange_sizes`): each task sends its
 own and the server answers, on the same connection, with every shard's once all have
-arrived. (Spark's ``BarrierTaskContext.allGather`` does the same but polls once a second,
+arrived, and hands them to ``on_plan`` on the driver. (Spark's ``BarrierTaskContext.allGather`` does the same but polls once a second,
 which cost a whole second per ``train`` call.)
 
 The driver's :class:`ProgressServer` listens on the driver host; each feed task's
@@ -98,18 +97,12 @@ class ProgressServer:
         try:
             with conn:
                 while not self._stop.is_set():
-                    head = _recv_exact(conn, _LEN.size)
-                    if head is None:
+                    try:
+                        body = _read_frame(conn, self.key)
+                    except ConnectionError as exc:
+                        logger.warning("dropped a progress connection: %s", exc)
                         return
-                    (length,) = _LEN.unpack(head)
-                    if length > MAX_FRAME:
-                        return
-                    frame = _recv_exact(conn, length + 32)
-                    if frame is None:
-                        return
-                    body, mac = frame[:length], frame[length:]
-                    if not hmac.compare_digest(mac, _sign(self.key, body)):
-                        logger.warning("dropped an unauthenticated progress report")
+                    if body is None:
                         return
                     report = json.loads(body)
                     if "sizes" in report:
@@ -130,11 +123,6 @@ class ProgressServer:
                 except Exception:  # noqa: BLE001 - the error is kept in self.errors anyway
                     logger.exception("progress error callback failed")
             return
-        if report.get("plan") is not None and self.on_plan is not None:
-            try:
-                self.on_plan(report["plan"])
-            except Exception:  # noqa: BLE001 - the plan is informational
-                logger.exception("progress plan callback failed")
         ident = (str(report["feed"]), int(report["shard"]))
         rows = {str(k): int(v) for k, v in dict(report.get("rows", {})).items()}
         states = {str(k): str(v) for k, v in dict(report.get("states", {})).items()}
@@ -160,6 +148,7 @@ class ProgressServer:
             else:
                 _drop_closed(got)
             got[shard] = ([int(x) for x in report["sizes"]], conn)
+            completed = len(got) == shards  # this task completed the round: it tells on_plan
             self._sizes_changed.notify_all()
             while len(got) < shards and not self._stop.is_set():
                 left = deadline - time.monotonic()
@@ -169,9 +158,13 @@ class ProgressServer:
                 if len(got) < shards:  # a complete round is never changed again: its waiters answer from it
                     _drop_closed(got)
             answer = {"sizes": [got[k][0] if k in got else None for k in range(shards)]}
-        body = json.dumps(answer).encode()
         conn.settimeout(10.0)
-        conn.sendall(_LEN.pack(len(body)) + body + _sign(self.key, body))
+        conn.sendall(_frame(self.key, json.dumps(answer).encode()))
+        if completed and self.on_plan is not None:
+            try:
+                self.on_plan(answer["sizes"])
+            except Exception:  # noqa: BLE001 - the plan is informational
+                logger.exception("progress plan callback failed")
 
     def set_totals(self, totals: dict[str, int]) -> None:
         """The rows the feed will deliver per input (known once the feed tasks agreed their shards)."""
@@ -247,6 +240,28 @@ def _drop_closed(got: dict[int, tuple]) -> None:
         del got[k]
 
 
+def _frame(key: bytes, body: bytes) -> bytes:
+    return _LEN.pack(len(body)) + body + _sign(key, body)
+
+
+def _read_frame(conn: socket.socket, key: bytes) -> bytes | None:
+    """The next frame's body; None at end of stream; ConnectionError for a frame that is too long,
+    cut short or not signed with ``key``."""
+    head = _recv_exact(conn, _LEN.size)
+    if head is None:
+        return None
+    (length,) = _LEN.unpack(head)
+    if length > MAX_FRAME:
+        raise ConnectionError(f"a frame of {length} bytes is longer than {MAX_FRAME}")
+    frame = _recv_exact(conn, length + 32)
+    if frame is None:
+        raise ConnectionError("the connection closed in the middle of a frame")
+    body, mac = frame[:length], frame[length:]
+    if not hmac.compare_digest(mac, _sign(key, body)):
+        raise ConnectionError("a frame is not signed with this feed's key")
+    return body
+
+
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
     buf = bytearray()
     while len(buf) < n:
@@ -300,13 +315,9 @@ class ProgressReporter:
         try:
             if self._sock is None:
                 self._sock = socket.create_connection(self._addr, timeout=5.0)
-            self._sock.sendall(_LEN.pack(len(body)) + body + _sign(self._key, body))
+            self._sock.sendall(_frame(self._key, body))
         except OSError:
             self._broken = True
-
-    def announce(self, plan: dict) -> None:
-        """Send ``plan`` (the feed's shard sizes and rows per epoch) to the driver now (best effort)."""
-        self._send({"plan": plan})
 
     def _loop(self) -> None:
         while not self._stop.wait(REPORT_EVERY):
@@ -338,20 +349,11 @@ def exchange_sizes(address: tuple, feed: str, shard: int, shards: int, sizes: li
     body = json.dumps({"feed": feed, "shard": shard, "shards": shards, "sizes": sizes,
                        "timeout": timeout}).encode()
     with socket.create_connection((host, int(port)), timeout=10.0) as conn:
-        conn.sendall(_LEN.pack(len(body)) + body + _sign(key, body))
+        conn.sendall(_frame(key, body))
         conn.settimeout(timeout + 10.0)
-        head = _recv_exact(conn, _LEN.size)
-        if head is None:
-            raise ConnectionError("the driver closed the connection before answering")
-        (length,) = _LEN.unpack(head)
-        if length > MAX_FRAME:
-            raise ConnectionError(f"the driver's answer is too long ({length} bytes)")
-        frame = _recv_exact(conn, length + 32)
-        if frame is None:
-            raise ConnectionError("the driver closed the connection while answering")
-    answer, mac = frame[:length], frame[length:]
-    if not hmac.compare_digest(mac, _sign(key, answer)):
-        raise ConnectionError("the driver's answer is not signed with this feed's key")
+        answer = _read_frame(conn, key)
+    if answer is None:
+        raise ConnectionError("the driver closed the connection before answering")
     return json.loads(answer)["sizes"]
 
 
