@@ -63,12 +63,12 @@ def test_a_task_that_died_while_waiting_is_left_out_of_the_round(server):
     import json
     import socket
 
-    from tfos.feed.progress import _LEN, _sign
+    from tfos.feed.progress import _frame
 
     host, port, key = server.address
     body = json.dumps({"feed": "f5", "shard": 0, "shards": 2, "sizes": [999], "timeout": 10}).encode()
     with socket.create_connection((host, port)) as dead:  # shard 0 of a failed stage attempt, then killed
-        dead.sendall(_LEN.pack(len(body)) + body + _sign(bytes.fromhex(key), body))
+        dead.sendall(_frame(bytes.fromhex(key), body))
         time.sleep(0.3)
     # the retried stage, shard 1 first: it must not be answered with the dead task's sizes
     assert exchange_all(server, "f5", [[7], [8]], order=[1, 0]) == {0: [[7], [8]], 1: [[7], [8]]}
