@@ -32,9 +32,11 @@ workers on 127.0.0.1) with MNIST-shaped rows built from the real training images
     ``rdd.mapPartitions`` running the same model per 128-row batch with no TF cluster; both
     counted by the same ``mapPartitions`` + ``collect``, alternately, best of ``--repeats`` (2).
 
-(a)'s tfos path and single-process bound also alternate, best of ``--repeats`` each: this
-machine's speed drifts by tens of percent within minutes, and a bound measured in a fast
-minute against a feed measured in a slow one (or the reverse) says nothing about either.
+Every comparison alternates its paths, best of ``--repeats`` each: (a)'s tfos path, baseline
+and single-process bound; (b)'s tfos feed and the Spark scan (after one untimed warm-up scan;
+the tfos runs are ``train`` calls into the same TF cluster, one epoch each); (d) as above. This
+machine's speed drifts by tens of percent within minutes, and a bound measured in a fast minute
+against a feed measured in a slow one (or the reverse) says nothing about either.
 
 Rates are rows / wall seconds from the start of the feeding call (``cluster.train``, the
 baseline's feed job, ``inference``...) to the moment the last consumer has consumed its last row
@@ -407,6 +409,7 @@ def count_batches(batches):
 
 
 def main_b(args: dict, ctx: Any) -> None:
+    """One ``train`` call (one epoch) per run: decode and reduce it in TF, write its counts."""
     import tensorflow as tf
 
     _record_pid(args, ctx)
@@ -423,9 +426,10 @@ def main_b(args: dict, ctx: Any) -> None:
                 tf.reduce_sum(tf.cast(x, tf.float64)))
 
     init = (tf.constant(0, tf.int64), tf.constant(0, tf.int64), tf.constant(0.0, tf.float64))
-    rows, labels, pixels = ds.map(decode).reduce(init, lambda a, v: (a[0] + v[0], a[1] + v[1], a[2] + v[2]))
-    _write_result(args, ctx, {"rows": int(rows), "label_sum": int(labels), "pixel_sum": int(pixels),
-                              "t_last": time.time()})
+    for run in range(args["runs"]):  # each iteration of the dataset is one epoch: one train() call
+        rows, labels, pixels = ds.map(decode).reduce(init, lambda a, v: (a[0] + v[0], a[1] + v[1], a[2] + v[2]))
+        _write_result(dict(args, tag=f"{args['tag']}-{run}"), ctx,
+                      {"rows": int(rows), "label_sum": int(labels), "pixel_sum": int(pixels), "t_last": time.time()})
 
 
 # =============================================================================================
@@ -711,13 +715,13 @@ class Bench:
             sc = self.start_spark(n, "a")
             try:
                 self.warm_up(sc)
-                runs = []
-                for i in range(self.opts.repeats):  # the bound and tfos alternate; the best of each counts
+                runs, baselines = [], []
+                for i in range(self.opts.repeats):  # bound, tfos and baseline alternate; the best of each counts
                     if i:
                         bounds.append(self.a_bound(n, expected))
                     runs.append(self.a_tfos(sc, n, expected, i))
-                res["a_bound"], res["a_tfos"] = best_of(bounds), best_of(runs)
-                res["a_baseline"] = self.a_baseline(sc, n)
+                    baselines.append(self.a_baseline(sc, n, i))
+                res["a_bound"], res["a_tfos"], res["a_baseline"] = best_of(bounds), best_of(runs), best_of(baselines)
             finally:
                 self.stop_spark()
         if parts & {"b", "d"}:
@@ -803,10 +807,10 @@ class Bench:
                  f"[{out['check']}]")
         return out
 
-    def a_baseline(self, sc: Any, n: int) -> dict:
+    def a_baseline(self, sc: Any, n: int, run: int = 0) -> dict:
         cap = self.opts.baseline_max_rows
         nb = min(n, cap) if cap else n
-        tag = f"base-{n}"
+        tag = f"base-{n}-{run}"
         expected = expected_sums(nb)
         note = f" (capped at {nb:,} of {n:,} rows by --baseline-max-rows)" if nb < n else ""
         style = "put/get" if self.opts.baseline_lean else "put/get/task_done, join per partition"
@@ -843,15 +847,14 @@ class Bench:
 
     # ---- (b) ----------------------------------------------------------------------------------
     def b_dataframe(self, n: int, expected: dict) -> dict:
-        from pyspark.sql import functions as F  # noqa: N812
-
         spark = self.spark
         sc = spark.sparkContext
         kind = self.opts.image_column
+        repeats = self.opts.repeats
         ddl = "image binary, label int" if kind == "binary" else "image array<tinyint>, label int"
         tag = f"b-{n}"
         self.log(f"(b) building and caching a DataFrame ({ddl}) of {n:,} rows")
-        with Watchdog(self.opts.timeout, "(b) DataFrame", sc):
+        with Watchdog(self.opts.timeout * repeats, "(b) DataFrame", sc):
             df = spark.range(0, n, numPartitions=partitions_for(n, self.opts.partitions)) \
                 .mapInArrow(partial(arrow_images, kind), ddl).cache()
             try:
@@ -862,38 +865,54 @@ class Bench:
                 for info in sc._jsc.sc().getRDDStorageInfo():
                     mem, disk = mem + info.memSize(), disk + info.diskSize()
                 self.log(f"(b) cached in {cache_s:.1f}s: {mem / 2**20:.0f} MB in memory, {disk / 2**20:.0f} MB on disk")
-                scans = []
-                for _ in range(2):  # the first one warms Arrow up in the Python workers
-                    t = time.time()
-                    scanned = df.mapInArrow(count_batches, "n long").agg(F.sum("n")).collect()[0][0]
-                    scans.append(time.time() - t)
-                    assert scanned == n, f"the scan counted {scanned} rows of {n}"
-                scan_s = scans[-1]
-                self.log(f"(b) Spark mapInArrow scan: {n / scan_s:,.0f} rows/s ({scan_s:.2f}s; first scan "
-                         f"{scans[0]:.2f}s)")
-                self.log(f"(b) tfos: cluster.train(DataFrame) -> dataset({self.opts.batch_size}) decoded in TF")
-                with self.tf_cluster(sc, main_b, self.node_args(tag, image_column=kind)) as cluster:
+                self.log(f"(b) tfos: cluster.train(DataFrame) -> dataset({self.opts.batch_size}) decoded in TF, "
+                         f"alternating with Spark alone scanning it ({repeats} runs each after a warm-up scan)")
+                t = time.time()
+                self.scan(df, n)
+                self.log(f"(b) warm-up scan: {time.time() - t:.2f}s")
+                scans, runs = [], []
+                with self.tf_cluster(sc, main_b, self.node_args(tag, image_column=kind, runs=repeats)) as cluster:
                     _wait_ready(self.out, tag, WORKERS, 120, cluster)
                     self.sampler.begin(tag)
                     try:
-                        t0 = time.time()
-                        report = cluster.train(df, num_epochs=1)
-                        train_s = time.time() - t0
+                        for i in range(repeats):
+                            t = time.time()
+                            self.scan(df, n)
+                            scans.append(time.time() - t)
+                            t0 = time.time()
+                            report = cluster.train(df, num_epochs=1)
+                            train_s = time.time() - t0
+                            out = summarize(_read_results(self.out, f"{tag}-{i}", WORKERS, 60), t0, n)
+                            dropped = report["inputs"]["input"]["remainder_rows_per_epoch"]
+                            out.update(train_call_s=round(train_s, 2), rows_fed=report["inputs"]["input"]["rows_fed"],
+                                       phases=phases(report), check=check(out["consumed"], expected) if not dropped
+                                       else f"{dropped} remainder rows dropped")
+                            runs.append(out)
+                            self.log(f"(b) run {i + 1}: Spark scan {n / scans[-1]:,.0f} rows/s ({scans[-1]:.2f}s), "
+                                     f"tfos {out['rows_per_s']:,} rows/s ({out['seconds']:.1f}s, train() "
+                                     f"{train_s:.1f}s) [{out['check']}]")
                         cluster.shutdown(timeout=self.opts.timeout)
                     finally:
                         rss = self.sampler.end()
             finally:
                 df.unpersist()
-        nodes = _read_results(self.out, tag, WORKERS, 60)
-        out = summarize(nodes, t0, n)
-        dropped = report["inputs"]["input"]["remainder_rows_per_epoch"]
-        out.update(train_call_s=round(train_s, 2), rows_fed=report["inputs"]["input"]["rows_fed"],
-                   phases=phases(report), scan_s=round(scan_s, 3), scan_rows_per_s=round(n / scan_s), cache_s=round(cache_s, 2),
-                   cached_mb={"memory": round(mem / 2**20), "disk": round(disk / 2**20)}, image_column=kind, rss=rss,
-                   check=check(out["consumed"], expected) if not dropped else f"{dropped} remainder rows dropped")
-        self.log(f"(b) tfos: {out['rows_per_s']:,} rows/s ({out['seconds']:.1f}s, train() {train_s:.1f}s) "
-                 f"[{out['check']}]")
+        out = best_of(runs)
+        scan_s = min(scans)
+        out.update(scan_s=round(scan_s, 3), scan_rows_per_s=round(n / scan_s),
+                   scan_runs=[round(n / s) for s in scans], cache_s=round(cache_s, 2),
+                   cached_mb={"memory": round(mem / 2**20), "disk": round(disk / 2**20)}, image_column=kind, rss=rss)
+        self.log(f"(b) best of {repeats}: tfos {out['rows_per_s']:,} rows/s, Spark scan {out['scan_rows_per_s']:,} "
+                 f"rows/s [{out['check']}]")
         return out
+
+    @staticmethod
+    def scan(df: Any, n: int) -> None:
+        """Spark alone: ``mapInArrow`` counting the rows of ``df`` (each must be there)."""
+        from pyspark.sql import functions as F  # noqa: N812
+
+        scanned = df.mapInArrow(count_batches, "n long").agg(F.sum("n")).collect()[0][0]
+        if scanned != n:
+            raise RuntimeError(f"the scan counted {scanned} rows of {n}")
 
     # ---- (d) ----------------------------------------------------------------------------------
     def d_inference(self, sc: Any, n: int) -> dict:
@@ -1071,16 +1090,19 @@ def print_report(bench: Bench, elapsed: float) -> None:
         if "a_baseline" in res:
             base = res["a_baseline"]
             lines.append(("(a) baseline: manager queue per row", base["rows_per_s"],
-                          base["check"] + (f"; {base['consumed']['rows']:,} rows (capped)" if base["capped"] else "")))
+                          base["check"] + f"; runs {_rates(base)}"
+                          + (f"; {base['consumed']['rows']:,} rows (capped)" if base["capped"] else "")))
         if "a_bound" in res:
             lines.append(("(a) single-process bound", res["a_bound"]["rows_per_s"],
                           f"runs {_rates(res['a_bound'])}; consume alone "
                           f"{res['a_bound']['consume_only_rows_per_s']:,} rows/s"))
         if "b" in res:
             b = res["b"]
-            lines.append((f"(b) tfos DataFrame ({b['image_column']}) -> dataset", b["rows_per_s"], b["check"]))
+            lines.append((f"(b) tfos DataFrame ({b['image_column']}) -> dataset", b["rows_per_s"],
+                          f"{b['check']}; runs {_rates(b)}"))
             lines.append(("(b) Spark mapInArrow scan (cached)", b["scan_rows_per_s"],
-                          f"cache {b['cached_mb']['memory']} MB in memory, {b['cached_mb']['disk']} MB on disk"))
+                          f"runs {', '.join(f'{r:,}' for r in b['scan_runs'])}; cache {b['cached_mb']['memory']} MB "
+                          f"in memory, {b['cached_mb']['disk']} MB on disk"))
         if "d" in res:
             d = res["d"]
             lines.append(("(d) tfos cluster.inference", d["tfos_rows_per_s"], f"{d['rate']}; {d['check']}"))
