@@ -186,3 +186,61 @@ def parallel_inference(args, ctx):
     mine = np.arange(len(labels))[ctx.worker_num::ctx.num_workers]
     scores = model.serve(tf.constant(images[mine].reshape(-1, 784) / 255.0, tf.float32)).numpy()
     return {"worker_num": ctx.worker_num, "rows": mine.tolist(), "pred": scores.argmax(axis=1).tolist()}
+
+
+def _softmax_module(tf, weights, bias):
+    """A SavedModel-ready module: ``serving_default`` maps ``x`` [batch, 784] to ``pred`` and ``prob``."""
+    module = tf.Module()
+    module.w, module.b = tf.Variable(weights), tf.Variable(bias)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="x")])
+    def serve(x):
+        prob = tf.nn.softmax(tf.matmul(x / 255.0, module.w) + module.b)
+        return {"pred": tf.argmax(prob, axis=1), "prob": prob}
+
+    module.serve = serve
+    return module
+
+
+def pipeline_train(args, ctx):
+    """TFEstimator train_fn (InputMode.SPARK): softmax regression on the fed ``x``/``y`` batches; the
+    first worker exports it to ``args.export_dir``; every node records what it was given."""
+    import tensorflow as tf
+
+    feed = ctx.get_data_feed(train_mode=True, input_mapping=args.input_mapping)
+    w = tf.Variable(tf.zeros([784, 10]))
+    b = tf.Variable(tf.zeros([10]))
+    opt = tf.keras.optimizers.SGD(0.5)
+    rows, keys = 0, set()
+    while not feed.should_stop():
+        batch = feed.next_batch(args.batch_size)
+        if not batch or not len(next(iter(batch.values()))):
+            continue
+        keys |= set(batch)
+        x = tf.constant(np.asarray(batch["x"], dtype=np.float32) / 255.0)
+        y = tf.constant(np.asarray(batch["y"], dtype=np.int64))
+        rows += int(x.shape[0])
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.matmul(x, w) + b))
+        opt.apply_gradients(zip(tape.gradient(loss, [w, b]), [w, b], strict=True))
+    if ctx.worker_num == 0:
+        tf.saved_model.save(_softmax_module(tf, w.numpy(), b.numpy()), args.export_dir)
+    write_result({"out": args.out}, ctx, rows=rows, keys=sorted(keys), epochs=args.epochs, batch_size=args.batch_size,
+                 cluster_size=args.cluster_size, note=args.note)
+
+
+def pipeline_count_records(args, ctx):
+    """TFEstimator train_fn (InputMode.TENSORFLOW): count the TFRecords in ``args.tfrecord_dir``."""
+    import glob
+
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(args.tfrecord_dir.replace("file:", ""), "part-*")))
+    count = sum(1 for _ in tf.data.TFRecordDataset(files)) if ctx.worker_num == 0 else 0
+    write_result({"out": args.out}, ctx, records=count, files=len(files), tfrecord_dir=args.tfrecord_dir)
+
+
+def pipeline_export(args):
+    """TFEstimator export_fn: mark that it ran (once, on an executor)."""
+    with open(os.path.join(args.out, f"export-{os.getpid()}.json"), "w") as f:
+        json.dump({"export_dir": args.export_dir}, f)
