@@ -101,3 +101,26 @@ def test_mnist_spark_feeds_train_and_validation_inputs_then_inference(mnist_tfr)
     saved = [line for part in (mnist_tfr / "predictions").glob("part-*.csv")
              for line in part.read_text().splitlines()[1:]]  # each part has a header line
     assert len(saved) == 10000
+
+
+@pytest.mark.slow
+def test_mnist_pipeline_fits_then_transforms_the_test_images(mnist_tfr):
+    stdout, output = run_script("mnist_pipeline.py", "--cluster_size", "2", "--images_labels", "mnist/train",
+                                "--test_images_labels", "mnist/test", "--model_dir", "pipeline_model",
+                                "--export_dir", "pipeline_export", "--epochs", "1", cwd=str(mnist_tfr))
+    assert re.search(r"input 'input': 22699 rows over 2 workers -> \d+ rows per worker per epoch", output)
+    assert re.search(r"transform of 10000 test images took [\d.]+s", output)
+    accuracy = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))
+    assert accuracy >= 0.90
+    # TFModel.transform agrees with running the same export here on the same 10,000 images.
+    import numpy as np
+    import tensorflow as tf
+
+    from tests.cluster_mains import load_mnist
+
+    serve = tf.saved_model.load(str(mnist_tfr / "pipeline_export")).signatures["serving_default"]
+    images, labels = load_mnist("test")
+    x = (images.reshape(-1, 28, 28, 1) / 255.0).astype("float32")
+    predicted = np.concatenate([serve(conv2d_input=tf.constant(x[i:i + 1000]))["dense_1"].numpy().argmax(axis=1)
+                                for i in range(0, len(x), 1000)])
+    assert abs(float(np.mean(predicted == labels)) - accuracy) <= 0.0001

@@ -130,6 +130,49 @@ def test_copy_between_local_and_hdfs(hdfs_url, tmp_path):
     fs.delete(base, recursive=True)
 
 
+class _FailingReads:
+    """An hdfs-native reader whose next ``failures`` reads raise what a flaky DataNode gives."""
+
+    def __init__(self, inner, failures: int):
+        self.inner, self.failures = inner, failures
+
+    def read(self, n):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError('DataTransferError("All DataNodes failed: [DatanodeInfoProto { ... }]")')
+        return self.inner.read(n)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_hdfs_read_retries_a_transient_datanode_failure_at_the_same_offset(hdfs_url, caplog):
+    fs = FileSystem()
+    path = f"{hdfs_url}/tmp/tfos-retry-{uuid.uuid4().hex[:8]}.bin"
+    payload = os.urandom(3 << 20)
+    fs.write_bytes(path, payload)
+    with fs.open(path, "rb") as f:
+        head = f.read(1 << 20)
+        f.raw._inner = _FailingReads(f.raw._inner, failures=1)  # the next block read fails once
+        rest = f.read()
+    assert head + rest == payload
+    retried = [r.getMessage() for r in caplog.records if "retrying on a new reader" in r.getMessage()]
+    assert len(retried) == 1 and f"reading {path} at offset {1 << 20} failed (attempt 1 of 4)" in retried[0]
+
+    with fs.open(path, "rb") as f:
+        f.read(1000)
+        raw = f.raw
+        raw.RETRY_DELAY = 0.01
+        raw._inner = _FailingReads(raw._inner, failures=1)
+        reopen = raw._reopen
+        raw._reopen = lambda: _FailingReads(reopen(), failures=1)  # every new reader fails too
+        at = raw.tell()  # the buffered reader's next raw read starts there
+        with pytest.raises(OSError, match=rf"reading {path} at offset {at} failed after 4 attempt\(s\): "
+                                          r"DataTransferError\(\"All DataNodes failed"):
+            f.read()
+    fs.delete(path)
+
+
 def test_hdfs_missing_path_names_path(hdfs_url):
     fs = FileSystem()
     missing = f"{hdfs_url}/tmp/definitely/not/here-{uuid.uuid4().hex}"

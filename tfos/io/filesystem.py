@@ -23,11 +23,13 @@ import errno
 import fnmatch
 import glob as _glob
 import io
+import logging
 import os
 import shutil
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 __all__ = ["FileInfo", "FileSystem", "HdfsConnectionError", "join", "split_url"]
+
+logger = logging.getLogger(__name__)
 
 _LOCAL_SCHEMES = ("", "file")
 _NATIVE_SCHEMES = ("hdfs", "viewfs")
@@ -87,10 +91,21 @@ def _not_found(path: str) -> FileNotFoundError:
 
 
 class _NativeReader(io.RawIOBase):
-    """hdfs-native FileReader as a raw stream that io.BufferedReader accepts (needs readinto)."""
+    """hdfs-native FileReader as a raw stream that io.BufferedReader accepts (needs readinto).
 
-    def __init__(self, inner: Any, name: str):
+    A read that fails (hdfs-native's transient "All DataNodes failed", hdfs-native issue #227;
+    Java's client retries such reads itself) is retried up to ``READ_ATTEMPTS`` times on a freshly
+    opened reader at the same offset, with a warning naming the path; then it raises an OSError
+    that names the path, the offset and the last error.
+    """
+
+    READ_ATTEMPTS = 4
+    RETRY_DELAY = 0.2  # seconds, doubled after each failed attempt
+
+    def __init__(self, inner: Any, name: str, reopen: Any = None):
         self._inner = inner
+        self._reopen = reopen
+        self._pos = 0
         self.name = name
 
     def readable(self) -> bool:
@@ -100,23 +115,45 @@ class _NativeReader(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
-        data = self._inner.read(len(b))
+        delay = self.RETRY_DELAY
+        for attempt in range(1, self.READ_ATTEMPTS + 1):
+            try:
+                data = self._inner.read(len(b))
+                break
+            except (RuntimeError, OSError) as exc:
+                if self._reopen is None or attempt == self.READ_ATTEMPTS or isinstance(exc, FileNotFoundError):
+                    raise OSError(f"reading {self.name} at offset {self._pos} failed after {attempt} attempt(s): "
+                                  f"{_short(exc)[:500]}") from exc
+                logger.warning("reading %s at offset %d failed (attempt %d of %d), retrying on a new reader in %.1fs: "
+                               "%s", self.name, self._pos, attempt, self.READ_ATTEMPTS, delay, _short(exc)[:300])
+                time.sleep(delay)
+                delay *= 2
+                with contextlib.suppress(Exception):  # a new reader below is what matters
+                    self._inner.close()
+                try:
+                    self._inner = self._reopen()
+                    self._inner.seek(self._pos)
+                except (RuntimeError, OSError) as reopen_exc:
+                    raise OSError(f"reading {self.name} at offset {self._pos} failed ({_short(exc)[:300]}) and "
+                                  f"reopening it failed: {_short(reopen_exc)[:300]}") from reopen_exc
         n = len(data)
         b[:n] = data
+        self._pos += n
         return n
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if whence == os.SEEK_CUR:
-            offset += self._inner.tell()
+            offset += self._pos
         elif whence == os.SEEK_END:
             offset += self._inner.file_length()
         elif whence != os.SEEK_SET:
             raise ValueError(f"invalid whence {whence}")
         self._inner.seek(offset)
-        return self._inner.tell()
+        self._pos = offset
+        return offset
 
     def tell(self) -> int:
-        return self._inner.tell()
+        return self._pos
 
 
 class _NativeWriter(io.RawIOBase):
@@ -518,8 +555,12 @@ class FileSystem:
         import hdfs_native
 
         if base == "r":
-            reader = self._native_call(path, lambda c, p: _native_read(c, p, path))
-            return io.BufferedReader(_NativeReader(reader, path), buffer_size=1 << 20)
+            def read(c: Any, p: str) -> Any:
+                return _native_read(c, p, path)
+
+            reader = self._native_call(path, read)
+            return io.BufferedReader(_NativeReader(reader, path, lambda: self._native_call(path, read)),
+                                     buffer_size=1 << 20)
         if base == "a":
             def _append(c: Any, p: str) -> Any:
                 if not _native_exists(c, p):
