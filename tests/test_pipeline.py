@@ -138,3 +138,20 @@ def test_fit_in_tensorflow_mode_writes_the_columns_as_tfrecords_for_the_nodes(mn
     nodes = _results(str(tmp_path))
     assert sorted(n["records"] for n in nodes) == [0, 0, ROWS]  # the first worker counted every record
     assert {n["tfrecord_dir"] for n in nodes} == {tfr}
+
+
+def test_transform_loads_a_savedmodel_from_hdfs(spark, softmax_export, hdfs_url):
+    import uuid
+
+    from tfos.io.filesystem import FileSystem
+
+    remote = f"{hdfs_url}/tmp/tfos-pipeline-{uuid.uuid4().hex[:8]}/export"
+    with FileSystem() as fs:
+        fs.copytree(softmax_export, remote)
+    images, labels = cluster_mains.load_mnist("test", limit=200)
+    df = spark.createDataFrame([(images[i].reshape(-1).tolist(),) for i in range(200)], "image array<int>")
+    model = TFModel({}).setExportDir(remote).setInputMapping({"image": "x"}).setOutputMapping({"pred": "digit"})
+    out = [r.digit for r in model.transform(df).collect()]
+    assert len(out) == 200 and np.mean(np.array(out) == labels) > 0.6
+    with FileSystem() as fs:
+        fs.delete(remote.rsplit("/", 1)[0], recursive=True)
