@@ -196,6 +196,9 @@ def test_invalid_requests_fail_before_launch(sc):
         tfos.run(sc, "not a function", {}, 2)
     with pytest.raises(ValueError, match="input_mode must be"):
         tfos.run(sc, cluster_mains.record_context, {}, 2, input_mode=7)
+    with pytest.raises(ClusterConfigError, match=r"has 3 executors for 2 TF node\(s\) on executors.*"
+                                                 r"--num-executors 2"):
+        tfos.run(sc, cluster_mains.record_context, {}, 2, input_mode=InputMode.SPARK)
     with pytest.raises(ClusterConfigError, match="needs tfos.run"):
         cluster = tfos.run(sc, cluster_mains.record_context, {"out": "/tmp"}, 1, input_mode=InputMode.TENSORFLOW)
         try:

@@ -14,7 +14,12 @@ from tfos.cluster import template
 from tfos.cluster.context import NodeContext
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node import Node, NodeConfig, start_task
-from tfos.cluster.validation import ClusterConfigError, validate_arguments, validate_spark
+from tfos.cluster.validation import (
+    ClusterConfigError,
+    validate_arguments,
+    validate_spark,
+    validate_spark_feed,
+)
 from tfos.reservation import protocol
 from tfos.reservation.server import FAILED, TERMINAL_STATES, NodeRecord, ReservationServer
 
@@ -336,6 +341,8 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
     spark_tasks = num_executors - (num_ps if driver_ps_nodes else 0)
     if spark_tasks:
         validate_spark(sc, spark_tasks, wait_secs=min(float(reservation_timeout), 60.0))
+        if input_mode == InputMode.SPARK:
+            validate_spark_feed(sc, spark_tasks)
     server = ReservationServer(num_executors, protocol.new_secret(), host=_driver_host(sc))
     address = server.start()
     config = NodeConfig(

@@ -88,3 +88,20 @@ def validate_spark(sc: Any, spark_tasks: int, wait_secs: float = 60.0) -> None:
         raise ClusterConfigError(
             f"executors have more cores than spark.task.cpus={task_cpus} ({total_cores} cores over {executors} "
             f"executors), so two TF nodes could share one executor; set --executor-cores {task_cpus}")
+
+
+def validate_spark_feed(sc: Any, spark_tasks: int) -> None:
+    """InputMode.SPARK: every executor of the application must host a TF node.
+
+    A feed task may run on any executor; on one without a TF node it has nothing to feed, so
+    spare executors would make feeds fail at random. (Executors still registering are not seen.)
+    """
+    if local_slots(sc.master) is not None:
+        return
+    executors = max(len(sc._jsc.sc().statusTracker().getExecutorInfos()) - 1, 0)  # the driver is listed too
+    if executors > spark_tasks:
+        raise ClusterConfigError(
+            f"InputMode.SPARK feeds each TF node from a Spark task on its own executor, but this application has "
+            f"{executors} executors for {spark_tasks} TF node(s) on executors, so feed tasks could land on an "
+            f"executor without a node; submit with --num-executors {spark_tasks} (YARN/Kubernetes) or "
+            f"--total-executor-cores {spark_tasks} (standalone), or start {executors} nodes")
