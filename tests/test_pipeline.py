@@ -155,3 +155,11 @@ def test_transform_loads_a_savedmodel_from_hdfs(spark, softmax_export, hdfs_url)
     assert len(out) == 200 and np.mean(np.array(out) == labels) > 0.6
     with FileSystem() as fs:
         fs.delete(remote.rsplit("/", 1)[0], recursive=True)
+
+
+def test_transform_limits_tensorflow_to_the_gpus_spark_gave_the_task():
+    from tfos.saved_model_signature import task_gpu_env
+
+    assert task_gpu_env({"gpu": ["2", "3"]}, tf_imported=False) == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert task_gpu_env({"gpu": ["2"]}, tf_imported=True) == {}  # too late: TF already chose its devices
+    assert task_gpu_env({}, tf_imported=False) == {} and task_gpu_env(None, tf_imported=False) == {}

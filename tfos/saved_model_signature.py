@@ -100,9 +100,27 @@ def spark_schema(columns: list[tuple[str, TensorSig]]) -> Any:
     return schema if isinstance(schema, StructType) else StructType([])
 
 
+def task_gpu_env(task_resources: dict[str, list[str]] | None, tf_imported: bool) -> dict[str, str]:
+    """``CUDA_VISIBLE_DEVICES`` for the GPUs Spark gave this task, to set before TensorFlow starts
+    in this Python worker (empty when Spark schedules no GPUs or TensorFlow is already running)."""
+    gpus = (task_resources or {}).get("gpu")
+    if tf_imported or not gpus:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+
+
 @functools.lru_cache(maxsize=2)
 def loaded_signature(export_dir: str, tag_set: str, key: str) -> tuple[Any, dict[str, Any], Any]:
-    """``(signature function, its input TensorSpecs by name, the loaded model)``, loaded once per process."""
+    """``(signature function, its input TensorSpecs by name, the loaded model)``, loaded once per process.
+
+    With Spark GPU scheduling, the first load in a Python worker limits TensorFlow to the GPUs
+    of that task (Spark assigns an executor's GPUs to its tasks, so they stay the same)."""
+    import os
+    import sys
+
+    from tfos.cluster.gpus import spark_task_resources
+
+    os.environ.update(task_gpu_env(spark_task_resources(), "tensorflow" in sys.modules))
     import tensorflow as tf
 
     from tfos.io.tf_dataset import TensorFlowIO
