@@ -126,6 +126,9 @@ def test_fit_checks_its_params_before_starting_a_cluster(mnist_df):
         TFEstimator(cluster_mains.pipeline_train, {}).setInputMapping({"pixels": "x"}).fit(mnist_df)
     with pytest.raises(ValueError, match="setTFRecordDir"):
         TFEstimator(cluster_mains.pipeline_count_records, {}).setInputMode(InputMode.TENSORFLOW).fit(mnist_df)
+    with pytest.raises(ValueError, match="export_fn needs export_dir"):
+        TFEstimator(cluster_mains.pipeline_train, {}, export_fn=cluster_mains.pipeline_export) \
+            .setInputMapping({"image": "x"}).fit(mnist_df)
     with pytest.raises(TypeError, match="train_fn must be a function"):
         TFEstimator("main", {})
 

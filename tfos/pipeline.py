@@ -163,6 +163,8 @@ class TFEstimator(Estimator, _TFParams, HasInputMapping, HasClusterSize, HasNumP
                              f"InputMode.TENSORFLOW ({InputMode.TENSORFLOW}), got {mode!r}")
         if args.epochs < 1:
             raise ValueError(f"TFEstimator: epochs must be >= 1, got {args.epochs}")
+        if self.export_fn is not None and not args.export_dir:
+            raise ValueError("TFEstimator: export_fn needs export_dir; setExportDir(path)")
         columns = list(dataset.columns)
         feed = None
         if mode == InputMode.SPARK:
@@ -195,8 +197,6 @@ class TFEstimator(Estimator, _TFParams, HasInputMapping, HasClusterSize, HasNumP
             raise
         cluster.shutdown(grace_secs=args.grace_secs)
         if self.export_fn is not None:
-            if not args.export_dir:
-                raise ValueError("TFEstimator: export_fn needs export_dir; setExportDir(path)")
             from tfos.parallel import run as run_parallel
 
             logger.info("TFEstimator: running export_fn on one executor (export_dir %s)", args.export_dir)
