@@ -20,6 +20,7 @@ from tfos.cluster.validation import (
     validate_spark,
     validate_spark_feed,
 )
+from tfos.driver_address import driver_address
 from tfos.reservation import protocol
 from tfos.reservation.server import FAILED, TERMINAL_STATES, NodeRecord, ReservationServer
 
@@ -47,12 +48,6 @@ class NodeFailure(RuntimeError):
             f"TF node {node.name} (executor {node.executor_id} on {node.host}) failed:\n{self.traceback}"
             + (f"\n--- last log lines of {node.name} ---\n{tail}" if tail else "")
         )
-
-
-def _driver_host(sc: Any) -> str:
-    conf = sc.getConf()
-    return (os.environ.get("TFOS_RESERVATION_HOST") or conf.get("spark.tfos.reservation.host", None)
-            or conf.get("spark.driver.host", None) or "127.0.0.1")
 
 
 def _default_fs(sc: Any) -> str:
@@ -343,7 +338,7 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         validate_spark(sc, spark_tasks, wait_secs=min(float(reservation_timeout), 60.0))
         if input_mode == InputMode.SPARK:
             validate_spark_feed(sc, spark_tasks)
-    server = ReservationServer(num_executors, protocol.new_secret(), host=_driver_host(sc))
+    server = ReservationServer(num_executors, protocol.new_secret(), host=driver_address(sc))
     address = server.start()
     config = NodeConfig(
         cluster_id=uuid.uuid4().hex[:12], secret=server.secret, server_address=address,

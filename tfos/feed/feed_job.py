@@ -65,7 +65,6 @@ import json
 import logging
 import pickle
 import re
-import socket
 import threading
 import time
 import uuid
@@ -74,6 +73,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tfos.driver_address import driver_address
 from tfos.feed import feeder
 from tfos.feed.errors import FeedError
 from tfos.feed.progress import ProgressServer
@@ -150,10 +150,6 @@ def _feed_failure(exc: BaseException, what: str) -> BaseException:
             end = min(end, i)
     message = body[:end].strip()
     return FeedError(f"{what} failed: {m.group(1)}: {message}")
-
-
-def _driver_host(sc: Any) -> str:
-    return sc.getConf().get("spark.driver.host", None) or socket.gethostname()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +264,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
                            for q, s in plan_lines["summary"].items()})
 
     with _JobGroup(sc, group, desc):
-        server = ProgressServer(_driver_host(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
+        server = ProgressServer(driver_address(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
                                 on_error=on_error, on_plan=on_plan)
         plans = [feeder.ShardPlan(qi, n, chunk_rows, chunk_bytes, server.address) for qi in range(len(inputs))]
         plan = feeder.TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
