@@ -188,7 +188,7 @@ def parallel_inference(args, ctx):
     return {"worker_num": ctx.worker_num, "rows": mine.tolist(), "pred": scores.argmax(axis=1).tolist()}
 
 
-def _softmax_module(tf, weights, bias):
+def softmax_module(tf, weights, bias):
     """A SavedModel-ready module: ``serving_default`` maps ``x`` [batch, 784] to ``pred`` and ``prob``."""
     module = tf.Module()
     module.w, module.b = tf.Variable(weights), tf.Variable(bias)
@@ -224,7 +224,7 @@ def pipeline_train(args, ctx):
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.matmul(x, w) + b))
         opt.apply_gradients(zip(tape.gradient(loss, [w, b]), [w, b], strict=True))
     if ctx.worker_num == 0:
-        tf.saved_model.save(_softmax_module(tf, w.numpy(), b.numpy()), args.export_dir)
+        tf.saved_model.save(softmax_module(tf, w.numpy(), b.numpy()), args.export_dir)
     write_result({"out": args.out}, ctx, rows=rows, keys=sorted(keys), epochs=args.epochs, batch_size=args.batch_size,
                  cluster_size=args.cluster_size, note=args.note)
 

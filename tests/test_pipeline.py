@@ -41,7 +41,7 @@ def softmax_export(tmp_path_factory):
     x = images.reshape(-1, 784) / 255.0
     w = np.linalg.lstsq(x, np.eye(10)[labels], rcond=None)[0].astype("float32") * 10
     path = str(tmp_path_factory.mktemp("softmax") / "export")
-    module = cluster_mains._softmax_module(tf, w, np.zeros(10, "float32"))
+    module = cluster_mains.softmax_module(tf, w, np.zeros(10, "float32"))
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path
 

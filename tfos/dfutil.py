@@ -23,14 +23,20 @@ from tfos.io.dataframe_tfrecord import (
 from tfos.io.dataframe_tfrecord import infer_schema as _infer_schema
 from tfos.io.example_codec import BYTES, Feature, decode_example
 
-__all__ = ["fromTFExample", "infer_schema", "isLoadedDF", "loadTFRecords", "saveAsTFRecords", "toTFExample"]
+__all__ = ["fromTFExample", "infer_schema", "isLoadedDF", "loadTFRecords", "loaded_from", "saveAsTFRecords",
+           "toTFExample"]
 
 _LOADED_ATTR = "_tfos_tfrecord_source"
 
 
 def isLoadedDF(df: DataFrame) -> bool:  # noqa: N802 - TensorFlowOnSpark name
     """True if ``df`` itself was returned by :func:`loadTFRecords` (not a transformation of it)."""
-    return getattr(df, _LOADED_ATTR, None) is not None
+    return loaded_from(df) is not None
+
+
+def loaded_from(df: DataFrame) -> str | None:
+    """The directory :func:`loadTFRecords` read ``df`` from, or None for any other DataFrame."""
+    return getattr(df, _LOADED_ATTR, None)
 
 
 def saveAsTFRecords(df: DataFrame, output_dir: str) -> None:  # noqa: N802

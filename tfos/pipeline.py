@@ -170,7 +170,7 @@ class TFEstimator(Estimator, _TFParams, HasInputMapping, HasClusterSize, HasNumP
         if mode == InputMode.SPARK:
             feed = dataset.select(_sorted_columns(self.getInputMapping(), columns, "TFEstimator", "input_mapping"))
         elif dfutil.isLoadedDF(dataset):
-            args.tfrecord_dir = getattr(dataset, dfutil._LOADED_ATTR)
+            args.tfrecord_dir = dfutil.loaded_from(dataset)
             logger.info("TFEstimator: the DataFrame was loaded from TFRecords in %s; the nodes read those",
                         args.tfrecord_dir)
         else:

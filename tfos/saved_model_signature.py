@@ -51,7 +51,7 @@ def read_signature(export_dir: str, tag_set: str, key: str) -> Signature:
             what = "no saved_model.pb in it" if fs.isdir(export_dir) else "no such directory"
             raise FileNotFoundError(f"TFModel: export_dir {export_dir}: {what} (export a SavedModel there first)")
         model = saved_model_pb2.SavedModel.FromString(fs.read_bytes(path))
-    tags = {t.strip() for t in (tag_set or "").split(",") if t.strip()}
+    tags = set(_tags(tag_set))
     graphs = list(model.meta_graphs)
     found = [g for g in graphs if set(g.meta_info_def.tags) == tags]
     if not found:
@@ -66,6 +66,11 @@ def read_signature(export_dir: str, tag_set: str, key: str) -> Signature:
     sig = signatures[key]
     return Signature({k: _tensor_sig(v) for k, v in sig.inputs.items()},
                      {k: _tensor_sig(v) for k, v in sig.outputs.items()})
+
+
+def _tags(tag_set: str | None) -> list[str]:
+    """``"serve,gpu"`` -> ``["serve", "gpu"]``."""
+    return [t.strip() for t in (tag_set or "").split(",") if t.strip()]
 
 
 def _tensor_sig(info: Any) -> TensorSig:
@@ -103,7 +108,9 @@ def spark_schema(columns: list[tuple[str, TensorSig]]) -> Any:
 def task_gpu_env(task_resources: dict[str, list[str]] | None, tf_imported: bool) -> dict[str, str]:
     """``CUDA_VISIBLE_DEVICES`` for the GPUs Spark gave this task, to set before TensorFlow starts
     in this Python worker (empty when Spark schedules no GPUs or TensorFlow is already running)."""
-    gpus = (task_resources or {}).get("gpu")
+    from tfos.cluster.gpus import GPU_RESOURCE
+
+    gpus = (task_resources or {}).get(GPU_RESOURCE)
     if tf_imported or not gpus:
         return {}
     return {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
@@ -125,7 +132,7 @@ def loaded_signature(export_dir: str, tag_set: str, key: str) -> tuple[Any, dict
 
     from tfos.io.tf_dataset import TensorFlowIO
 
-    tags = [t.strip() for t in (tag_set or "").split(",") if t.strip()]
+    tags = _tags(tag_set)
     tio = TensorFlowIO(probe=export_dir)
     try:
         with tio.local_copy(export_dir) as local:

@@ -47,6 +47,11 @@ def _conf_int(conf: Any, key: str, default: int) -> int:
         raise ClusterConfigError(f"{key}={value!r} is not an integer") from exc
 
 
+def _executor_count(sc: Any) -> int:
+    """Executors registered with the application right now (the driver is listed too)."""
+    return max(len(sc._jsc.sc().statusTracker().getExecutorInfos()) - 1, 0)
+
+
 def validate_spark(sc: Any, spark_tasks: int, wait_secs: float = 60.0) -> None:
     """Check that ``spark_tasks`` start tasks can run at once, one per single-core executor."""
     conf = sc.getConf()
@@ -70,10 +75,9 @@ def validate_spark(sc: Any, spark_tasks: int, wait_secs: float = 60.0) -> None:
             f"spark.executor.cores={exec_cores} but spark.task.cpus={task_cpus}: tfos runs one TF node per "
             f"executor, so each executor must run exactly one task at a time; set --executor-cores "
             f"{task_cpus} (or spark.task.cpus={exec_cores})")
-    tracker = sc._jsc.sc().statusTracker()
     deadline = time.monotonic() + wait_secs
     while True:
-        executors = max(len(tracker.getExecutorInfos()) - 1, 0)  # the driver is listed too
+        executors = _executor_count(sc)
         if executors >= spark_tasks or time.monotonic() >= deadline:
             break
         time.sleep(0.2)  # executors register with the driver asynchronously after start-up
@@ -98,7 +102,7 @@ def validate_spark_feed(sc: Any, spark_tasks: int) -> None:
     """
     if local_slots(sc.master) is not None:
         return
-    executors = max(len(sc._jsc.sc().statusTracker().getExecutorInfos()) - 1, 0)  # the driver is listed too
+    executors = _executor_count(sc)
     if executors > spark_tasks:
         raise ClusterConfigError(
             f"InputMode.SPARK feeds each TF node from a Spark task on its own executor, but this application has "
