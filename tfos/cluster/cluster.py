@@ -23,10 +23,12 @@ from tfos.cluster.validation import (
 from tfos.driver_address import driver_address
 from tfos.reservation import protocol
 from tfos.reservation.server import FAILED, TERMINAL_STATES, NodeRecord, ReservationServer
+from tfos.reservation.server import RUNNING as NODE_RUNNING
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SHUTDOWN_TIMEOUT = 259200  # 3 days, as in TensorFlowOnSpark
+DEFAULT_EPOCHS = 10  # train(num_epochs=0): TensorFlowOnSpark's "unspecified"
 NODE_SILENCE_SECS = 30.0
 STOP_WAIT_SECS = 60.0
 
@@ -74,11 +76,49 @@ class TFCluster:
         self.cluster_info: list[dict[str, Any]] = []
         self.cluster_spec: dict[str, list[str]] = {}
         self.tensorboard_url: str | None = None
+        self.shutdown_reason: str | None = None  # why shutdown(ssc) stopped the stream
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._start_done = threading.Event()
         self._monitor_stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    # what the cluster is ------------------------------------------------------------------------
+    @property
+    def default_fs(self) -> str:
+        """The file system paths without a scheme resolve against (``fs.defaultFS``)."""
+        return self.config.default_fs
+
+    @property
+    def working_dir(self) -> str:
+        """The driver's working directory when the cluster started (relative local paths)."""
+        return self.config.working_dir
+
+    @property
+    def num_executors(self) -> int:
+        """Nodes in the TF cluster, one per executor (parameter servers on the driver included)."""
+        return len(self.template)
+
+    @property
+    def stop_key(self) -> bytes:
+        """Signs an external stop request (``reservation.client.request_stop``) and nothing else."""
+        return self.server.stop_key
+
+    @property
+    def server_addr(self) -> tuple[str, int, str]:
+        """``(host, port, stop token)``: what ``tfos.reservation.Client(addr).request_stop()`` needs."""
+        host, port = self.config.server_address
+        return host, port, self.server.stop_key.hex()
+
+    @property
+    def cluster_meta(self) -> dict[str, Any]:
+        """TensorFlowOnSpark's ``cluster_meta``: id, roles by executor, file system, reservation address."""
+        roles: dict[str, list[int]] = {}
+        for eid, (job, _) in enumerate(self.template.roles):
+            roles.setdefault(job, []).append(eid)
+        return {"id": self.cluster_id, "cluster_template": roles, "num_executors": self.num_executors,
+                "default_fs": self.default_fs, "working_dir": self.working_dir, "server_addr": self.server_addr,
+                "release_port": self.config.release_port}
 
     # start ----------------------------------------------------------------------------------
     @property
@@ -106,7 +146,7 @@ class TFCluster:
                 rdd.barrier().mapPartitionsWithIndex(start_partition).collect()
             except Exception as exc:  # noqa: BLE001 - surfaced through _fail
                 if self.state not in (SHUTTING_DOWN, STOPPED):
-                    self._fail(exc)
+                    self._fail(self._lost_node_failure(str(exc)) or exc)
             finally:
                 self._start_done.set()
 
@@ -164,21 +204,52 @@ class TFCluster:
             except Exception:  # noqa: BLE001 - the SparkContext may be stopping
                 pass
 
+    def _lost_node_failure(self, job_error: str) -> NodeFailure | None:
+        """A start job that failed because an executor died names the node on it, with Spark's reason."""
+        from tfos.cluster.executor_loss import ExecutorLossProbe, lost_in_job_error, memory_hint
+
+        by_spark_id = {str(n.info["spark_executor_id"]): n for n in self.server.nodes()
+                       if n.info.get("spark_executor_id")}
+        lost = ExecutorLossProbe(self.sc).lost(set(by_spark_id))
+        lost = lost or {e: r for e, r in lost_in_job_error(job_error).items() if e in by_spark_id}
+        for spark_id, reason in lost.items():
+            node = by_spark_id[spark_id]
+            if node.state not in TERMINAL_STATES:
+                node.error = (f"its Spark executor {spark_id} (container {node.info.get('container_id') or 'n/a'}) "
+                              f"was lost: {reason}{memory_hint(reason)}")
+                return NodeFailure(node)
+        return None
+
     def _monitor(self) -> None:
+        from tfos.cluster.executor_loss import ExecutorLossProbe, memory_hint
+
         version = -1
         interval = self.config.heartbeat_interval
+        probe = ExecutorLossProbe(self.sc)
         while not self._monitor_stop.is_set():
             version = self.server.wait_for_change(version, timeout=interval)
             now = time.monotonic()
-            for node in self.server.nodes():
+            nodes = self.server.nodes()
+            for node in nodes:
                 if node.state == FAILED:
                     self._fail(NodeFailure(node))
                     return
-                if node.state not in TERMINAL_STATES and now - node.last_seen > NODE_SILENCE_SECS:
+                # Heartbeats start with the TF process: a node still starting (TF import, GPU wait) is not silent.
+                if node.state == NODE_RUNNING and now - node.last_seen > NODE_SILENCE_SECS:
                     node.error = (f"no heartbeat for {now - node.last_seen:.0f}s: the TF process or its executor "
                                   f"died (lost executor, OOM kill, SIGKILL); see the executor's logs")
                     self._fail(NodeFailure(node))
                     return
+            watched = {str(n.info["spark_executor_id"]): n for n in nodes
+                       if n.state not in TERMINAL_STATES and n.info.get("spark_executor_id")}
+            for spark_id, reason in probe.lost(set(watched)).items():
+                node = watched[spark_id]
+                if node.state in TERMINAL_STATES:
+                    continue  # it finished before its executor went away
+                node.error = (f"its Spark executor {spark_id} (container {node.info.get('container_id') or 'n/a'}) "
+                              f"was lost: {reason}{memory_hint(reason)}")
+                self._fail(NodeFailure(node))
+                return
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -201,9 +272,16 @@ class TFCluster:
         shards differ by at most one row per input partition. ``remainder``: ``"drop"`` feeds
         every worker the smallest shard's rows (the surplus left out, different rows each epoch),
         ``"wrap"`` the largest's (shorter shards repeat rows); the plan is logged.
-        Returns the feed report (a ``StreamingQuery`` for a streaming DataFrame).
+        ``num_epochs=0`` feeds TensorFlowOnSpark's default of 10 epochs (stop early with
+        ``DataFeed.terminate()``). Returns the feed report (a ``StreamingQuery`` for a
+        streaming DataFrame).
         """
         self._require_spark_mode("train")
+        if num_epochs < 0:
+            raise ValueError(f"num_epochs must be >= 0 (0: {DEFAULT_EPOCHS} epochs), got {num_epochs}")
+        if num_epochs == 0:
+            logger.info("train(num_epochs=0): feeding %d epochs, as TensorFlowOnSpark does", DEFAULT_EPOCHS)
+            num_epochs = DEFAULT_EPOCHS
         from tfos.feed import feed_job
 
         try:
@@ -270,22 +348,32 @@ class TFCluster:
     def shutdown(self, ssc: Any = None, grace_secs: float = 0, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
         """Wait for the chief and workers to finish, stop parameter servers and evaluators, and return.
 
-        Raises the first node failure (``NodeFailure``) or a ``TimeoutError`` after ``timeout``
-        seconds (-1: no limit); either way every node is asked to stop first.
+        With a StreamingContext ``ssc`` it first waits until the stream ends: the context
+        terminates, a stop request arrives (``tfos.reservation.Client(cluster.server_addr)
+        .request_stop()`` from any process), or every chief/worker finished its main_fun; then
+        it stops the stream gracefully (``shutdown_reason`` says which). ``grace_secs``: how long
+        the other nodes that end on their own (an evaluator finishing its last evaluation, workers
+        of a parameter-server cluster) get after the chief/workers finished before they are
+        stopped; shutdown goes on as soon as they have ended. Raises the first node failure
+        (``NodeFailure``) or a ``TimeoutError`` after ``timeout`` seconds (-1: no limit);
+        either way every node is asked to stop first.
         """
         if self.state == STOPPED:
             return
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         try:
             if ssc is not None:
+                self.shutdown_reason = self._await_stream_end(ssc, deadline)
+                logger.info("stopping the StreamingContext: %s", self.shutdown_reason)
                 ssc.stop(stopSparkContext=False, stopGraceFully=True)
             if self.input_mode == InputMode.SPARK and self._error is None:
                 from tfos.feed import feed_job
 
                 feed_job.end_feed(self.sc, cluster_id=self.cluster_id, num_workers=self.num_trainers,
                                   job_group=self.feed_group)
-            self._wait_for_trainers(timeout)
+            self._wait_for_trainers(-1 if deadline is None else max(0.0, deadline - time.monotonic()))
             if grace_secs > 0:
-                time.sleep(grace_secs)
+                self._await_others(grace_secs)
             self._raise_if_failed()
         finally:
             self.state = SHUTTING_DOWN if self._error is None else self.state
@@ -293,6 +381,34 @@ class TFCluster:
         self._raise_if_failed()
         self.state = STOPPED
         logger.info("TF cluster %s shut down", self.cluster_id)
+
+    def _await_stream_end(self, ssc: Any, deadline: float | None) -> str:
+        """Block until the stream should stop; returns why."""
+        trainers = self.awaited_nodes()
+        while True:
+            self._raise_if_failed()
+            if ssc.awaitTerminationOrTimeout(1):
+                return "the StreamingContext terminated"
+            if self.server.stop_requested_by_client:
+                return "stop requested through the reservation server"
+            states = {n.executor_id: n.state for n in self.server.nodes()}
+            if all(states.get(e) in TERMINAL_STATES for e in trainers):
+                return "every chief/worker finished its main_fun"
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("shutdown(ssc) timed out waiting for the stream to end; raise "
+                                   "shutdown(timeout=...) or send a stop request")
+
+    def _await_others(self, grace_secs: float) -> None:
+        """Up to ``grace_secs`` for the nodes that end on their own (not parameter servers) to end."""
+        others = set(range(len(self.template))) - self.awaited_nodes() - set(self.template.executors_of(template.PS))
+        deadline = time.monotonic() + grace_secs
+        version = -1
+        while others:
+            self._raise_if_failed()
+            states = {n.executor_id: n.state for n in self.server.nodes()}
+            if all(states.get(e) in TERMINAL_STATES for e in others) or time.monotonic() >= deadline:
+                return
+            version = self.server.wait_for_change(version, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
 
     def _stop_nodes(self, wait_secs: float = STOP_WAIT_SECS) -> None:
         self.server.request_stop()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tfos.cluster import prefork, template
+from tfos.cluster import lifetime, prefork, template
 from tfos.cluster.context import NodeContext
 from tfos.cluster.gpus import (
     GpuAssignment,
@@ -111,6 +111,7 @@ class Node:
         self.process: subprocess.Popen | prefork.LaunchedProcess | None = None
         self.gpu: GpuAssignment | None = None
         self.feed_dir = ""
+        self.owner = os.getpid()
 
     # ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,12 +124,15 @@ class Node:
         tb_port = tb_sock.getsockname()[1] if tb_sock else None
         port = port_sock.getsockname()[1]
         node_dir = tempfile.mkdtemp(prefix=f"tfos-{cfg.cluster_id}-{self.executor_id}-")
+        jvm = lifetime.executor_jvm_pid()
+        self.owner = jvm or os.getpid()
         feed_dir = self.feed_dir = os.path.join(node_dir, "feed")
         os.makedirs(feed_dir, mode=0o700)
         self.client.register({
             "executor_id": self.executor_id, "host": host, "port": port, "job_name": self.job_name,
             "task_index": self.task_index, "pid": os.getpid(), "tb_port": tb_port,
             "hostname": socket.gethostname(), "node_dir": node_dir,
+            "spark_executor_id": lifetime.spark_executor_id(jvm), "container_id": os.environ.get("CONTAINER_ID"),
         })
         self.log.info("registered %s:%d; waiting for the other nodes", host, port)
         nodes = self.client.await_spec(self.executor_id, cfg.reservation_timeout)
@@ -177,7 +181,7 @@ class Node:
         else:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tfos.cluster.tf_process", payload_path],
-                env=env, pass_fds=pass_fds, start_new_session=True, cwd=os.getcwd(),
+                env=env, pass_fds=pass_fds, cwd=os.getcwd(),  # no new session: it ends with the executor
             )
         if not cfg.release_port:
             port_sock.close()
@@ -201,6 +205,7 @@ class Node:
         env["PYTHONUNBUFFERED"] = "1"
         env["TFOS_NODE"] = self.name
         env["TFOS_SYS_PATH"] = os.pathsep.join(sys.path)
+        env[lifetime.OWNER_ENV] = str(self.owner)
         env.update(hadoop_env(env))  # CLASSPATH and libjvm/libhdfs paths when HADOOP_HOME is set
         return env
 

@@ -6,7 +6,11 @@ notebook, a hyper-parameter sweep, a test suite) should not pay it every time. T
 listens on a Unix socket in a private (0700) directory, takes ``{payload, env, cwd}`` as
 JSON, forks (before any TF runtime is initialised, so the child starts clean: TF reads
 ``TF_CONFIG`` and ``CUDA_VISIBLE_DEVICES`` at first use), and reports the child's pid and
-then its exit status on the same connection. It exits after ``IDLE_SECS`` without work.
+then its exit status on the same connection. It exits after ``IDLE_SECS`` without work, and
+with its executor: one launcher per executor JVM (the socket is keyed by its pid), started in
+the executor's process group (no ``setsid``), watching the JVM (``tfos.cluster.lifetime``) and
+ending its TF processes when the JVM is gone; each TF process it forks gets a parent-death
+signal, so it cannot outlive the launcher either.
 Set ``TFOS_PREFORK=0`` to start every TF process from scratch instead.
 """
 
@@ -25,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from tfos.cluster import lifetime
+
 logger = logging.getLogger(__name__)
 
 IDLE_SECS = 300.0
@@ -35,18 +41,29 @@ def enabled() -> bool:
     return os.environ.get("TFOS_PREFORK", "1") != "0"
 
 
-def socket_path() -> str:
-    """Where this executor's launcher listens: keyed by interpreter, import path and tfos code (so an upgrade gets a fresh one)."""
+def socket_path(owner: int) -> str:
+    """Where the launcher of executor JVM ``owner`` listens: keyed by that pid, the interpreter, the
+    import path and tfos's code (so another executor or an upgrade gets a launcher of its own)."""
     import tfos
 
     pkg = Path(tfos.__file__).parent
-    stamp = [sys.executable, os.pathsep.join(sys.path)]
+    stamp = [str(owner), _start_time(owner), sys.executable, os.pathsep.join(sys.path)]
     stamp += [f"{p}:{p.stat().st_mtime_ns}" for p in sorted(pkg.rglob("*.py"))]
     key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
     base = Path(os.environ.get("TMPDIR", "/tmp")) / f"tfos-prefork-{os.getuid()}"
     base.mkdir(mode=0o700, exist_ok=True)
     os.chmod(base, 0o700)
     return str(base / f"{key}.sock")
+
+
+def _start_time(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks: a recycled pid gets another key."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rfind(b")") + 2:].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
 
 
 class LaunchedProcess:
@@ -89,8 +106,10 @@ def _start_launcher(path: str, env: dict[str, str], cwd: str) -> socket.socket:
         conn = _connect(path)
         if conn is not None:
             return conn
-        subprocess.Popen([sys.executable, "-m", "tfos.cluster.prefork", path], start_new_session=True,
-                         stdin=subprocess.DEVNULL, cwd=cwd, env=dict(env))
+        # Same process group and session as the executor's Python workers: a kill of the
+        # executor's group (YARN, Spark's daemon) reaches it; it also watches the JVM itself.
+        subprocess.Popen([sys.executable, "-m", "tfos.cluster.prefork", path], stdin=subprocess.DEVNULL,
+                         cwd=cwd, env=dict(env))
         deadline = time.monotonic() + START_TIMEOUT_SECS
         while conn is None:
             if time.monotonic() > deadline:
@@ -102,7 +121,8 @@ def _start_launcher(path: str, env: dict[str, str], cwd: str) -> socket.socket:
 
 def launch(payload_path: str, env: dict[str, str], cwd: str) -> LaunchedProcess:
     """Fork a TF process through this executor's launcher, starting the launcher if needed."""
-    path = socket_path()
+    owner = int(env.get(lifetime.OWNER_ENV) or lifetime.owner_pid())
+    path = socket_path(owner)
     conn = _connect(path)
     if conn is None:
         conn = _start_launcher(path, env, cwd)
@@ -124,12 +144,13 @@ def _fork_child(conn: socket.socket, listener: socket.socket, request: dict) -> 
     """Fork the TF process from the launcher's main thread; returns its pid."""
     from tfos.cluster import tf_process
 
+    launcher = os.getpid()
     pid = os.fork()
-    if pid == 0:  # the TF process
+    if pid == 0:  # the TF process: no setsid, it stays in the executor's process group
         try:
             conn.close()
             listener.close()
-            os.setsid()
+            lifetime.set_parent_death_signal(launcher)
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
@@ -139,12 +160,13 @@ def _fork_child(conn: socket.socket, listener: socket.socket, request: dict) -> 
     return pid
 
 
-def _report_exit(conn: socket.socket, pid: int) -> None:
+def _report_exit(conn: socket.socket, pid: int, children: set[int]) -> None:
     try:
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     except OSError:
         pass
     _, status = os.waitpid(pid, 0)
+    children.discard(pid)
     try:
         conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
     except OSError:
@@ -174,6 +196,10 @@ def serve(path: str) -> None:
 
     from tfos.cluster import tf_process  # noqa: F401
 
+    children: set[int] = set()
+    owner = int(os.environ.get(lifetime.OWNER_ENV) or lifetime.owner_pid())
+    lifetime.exit_with_owner(owner, on_exit=lambda: lifetime.terminate_children(sorted(children)),
+                             what="TF process launcher")
     tmp = f"{path}.{os.getpid()}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(tmp)
@@ -206,7 +232,8 @@ def serve(path: str) -> None:
             conn.sendall(json.dumps({"error": f"fork failed: {exc}"}).encode() + b"\n")
             conn.close()
             continue
-        thread = threading.Thread(target=_report_exit, args=(conn, pid), daemon=True)
+        children.add(pid)
+        thread = threading.Thread(target=_report_exit, args=(conn, pid, children), daemon=True)
         thread.start()
         active.append(thread)
     try:

@@ -14,6 +14,7 @@ import sys
 import threading
 import traceback
 
+from tfos.cluster import lifetime
 from tfos.cluster.node import PayloadForProcess
 from tfos.cluster.node_logging import LogTail, configure_process_logging
 from tfos.feed.registry import mark_tf_failed, mark_tf_finished
@@ -84,8 +85,9 @@ class NodeProcess:
         logdir = self.ctx.log_dir or os.path.join(self.ctx.working_dir or os.getcwd(), "tensorboard")
         if "://" not in logdir or logdir.startswith("file://"):
             os.makedirs(logdir.removeprefix("file://"), exist_ok=True)
-        self.tensorboard = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port), "--bind_all"],
+        self.tensorboard = subprocess.Popen(  # gets SIGTERM when this process ends, however it ends
+            lifetime.guarded_command([sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
+                                      "--port", str(port), "--bind_all"]),
             stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
         )
         logger.info("TensorBoard at %s (logdir %s)", self.ctx.tensorboard_url, logdir)
@@ -98,7 +100,14 @@ class NodeProcess:
         logging.shutdown()
         os._exit(code)
 
+    def _stop_tensorboard(self) -> None:
+        if self.tensorboard is not None:
+            lifetime.terminate_children([self.tensorboard.pid], grace=2.0)
+
     def run(self) -> None:
+        owner = os.environ.get(lifetime.OWNER_ENV, "")
+        if owner.isdigit():
+            lifetime.exit_with_owner(int(owner), on_exit=self._stop_tensorboard, what=f"TF process of {self.ctx.job_name}:{self.ctx.task_index}")
         for target in (self._heartbeats, self._stop_watcher):
             threading.Thread(target=target, name=f"tfos-{target.__name__.strip('_')}", daemon=True).start()
         self._start_tensorboard()
