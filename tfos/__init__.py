@@ -1,10 +1,15 @@
-"""tfos: TensorFlow training and inference on Apache Spark clusters."""
+"""tfos: TensorFlow training and inference on Apache Spark clusters.
 
+Native API: ``run``, ``InputMode``, ``NodeContext``. TensorFlowOnSpark 2.x modules
+(``TFCluster``, ``TFNode``, ``TFParallel``; also ``compat``, ``util``, ``TFSparkNode``...
+imported on use) come from :mod:`tfos.tensorflowonspark`.
+"""
+
+from tfos import TFCluster, TFNode, TFParallel
 from tfos.cluster.cluster import NodeFailure, run
 from tfos.cluster.context import NodeContext
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.validation import ClusterConfigError
-from tfos.compat import TFCluster, TFNode, TFParallel
 
 __version__ = "0.1.0"
 

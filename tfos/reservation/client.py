@@ -107,3 +107,18 @@ class ReservationClient:
 
     def stop(self) -> None:
         self.request(protocol.STOP)
+
+
+def request_stop(address: tuple[str, int], stop_key: bytes, timeout: float = 30.0) -> None:
+    """Ask the driver of a cluster to end its streaming job (``cluster.shutdown(ssc)`` returns).
+
+    ``stop_key`` is ``cluster.stop_key`` (``server.stop_key(secret)``): it can sign this request
+    and nothing else, so handing it to a stop script gives no other control over the cluster.
+    """
+    from tfos.reservation.server import STOP_REQUEST
+
+    client = ReservationClient(address, stop_key, timeout=timeout)
+    try:
+        client.request(STOP_REQUEST)
+    finally:
+        client.close()

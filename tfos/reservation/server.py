@@ -3,10 +3,18 @@
 One thread per connection, each read bounded by a timeout, so a client that stalls in
 the middle of a frame delays nobody else. Waiting for the cluster spec or for the stop
 signal is a long poll on a condition variable: answered the moment the event happens.
+
+Stop requests from outside the cluster (TensorFlowOnSpark's ``reservation.Client(addr)
+.request_stop()``, e.g. to end a streaming job) come signed with the cluster's *stop key*,
+a one-way derivative of its secret (:func:`stop_key`). A frame signed with the stop key is
+accepted only as a ``STOP_REQUEST``, which records the request (``stop_requested_by_client``)
+for ``cluster.shutdown(ssc)`` and changes nothing else; every other frame needs the secret.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import socket
 import socketserver
@@ -28,6 +36,51 @@ STOPPED = "stopped"
 TERMINAL_STATES = frozenset({FINISHED, FAILED, STOPPED})
 _REQUIRED_REGISTRATION_FIELDS = {"executor_id": int, "host": str, "port": int, "job_name": str, "task_index": int}
 MAX_LONG_POLL_SECS = 3600.0
+STOP_REQUEST = "stop_request"  # the one message the stop key may sign
+_STOP_KEY_LABEL = b"tfos reservation stop request v1"
+
+
+def stop_key(secret: bytes) -> bytes:
+    """The key that signs external stop requests: derived from ``secret``, which it does not reveal."""
+    return hmac.new(secret, _STOP_KEY_LABEL, hashlib.sha256).digest()
+
+
+class _Replay:
+    """A socket stand-in that hands out bytes already read, so one frame can be checked against two keys."""
+
+    def __init__(self, data: bytes):
+        self._data = memoryview(data)
+
+    def settimeout(self, _timeout: float | None) -> None:
+        pass
+
+    def recv(self, n: int) -> bytes:
+        chunk, self._data = bytes(self._data[:n]), self._data[n:]
+        return chunk
+
+
+def _read_frame_bytes(sock: socket.socket, timeout: float | None) -> bytes:
+    """The raw bytes of one frame (header, MAC, payload); a bad header stops after the header."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    header = protocol._recv_exact(sock, protocol._HEADER.size, deadline)
+    magic, length = protocol._HEADER.unpack(header)
+    if magic != protocol.MAGIC or length > protocol.MAX_PAYLOAD_BYTES:
+        return header  # read_frame names what is wrong with it
+    return header + protocol._recv_exact(sock, protocol._MAC_LEN + length, deadline)
+
+
+def read_authenticated(sock: socket.socket, secret: bytes, stop: bytes, timeout: float | None) -> tuple[Message, bytes]:
+    """One frame signed with ``secret`` (any type) or with ``stop`` (``STOP_REQUEST`` only); returns it and its key."""
+    raw = _read_frame_bytes(sock, timeout)
+    try:
+        return protocol.read_frame(_Replay(raw), secret, None), secret  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        if "bad signature" not in str(exc):
+            raise
+    msg = protocol.read_frame(_Replay(raw), stop, None)  # type: ignore[arg-type]
+    if msg.type != STOP_REQUEST:
+        raise ProtocolError(f"{msg.type!r} signed with the stop key: that key may only request a stop")
+    return msg, stop
 
 
 class ReservationTimeout(TimeoutError):
@@ -92,7 +145,7 @@ class _Handler(socketserver.BaseRequestHandler):
             except OSError:
                 return
             try:
-                msg = protocol.read_frame(sock, owner.secret, owner.read_timeout)
+                msg, key = read_authenticated(sock, owner.secret, owner.stop_key, owner.read_timeout)
             except EOFError:
                 return
             except TimeoutError:
@@ -113,7 +166,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 logger.warning("reservation server: rejected %r from %s: %s", msg.type, peer, exc)
                 reply_type, body = protocol.ERROR, {"message": str(exc)}
             try:
-                protocol.send_frame(sock, owner.secret, reply_type, body)
+                protocol.send_frame(sock, key, reply_type, body)
             except OSError:
                 return
 
@@ -139,12 +192,14 @@ class ReservationServer:
             raise ValueError("secret must be at least 16 bytes")
         self.expected = expected
         self.secret = secret
+        self.stop_key = stop_key(secret)
         self.read_timeout = read_timeout  # bound on receiving one whole frame once it has begun
         self.idle_timeout = idle_timeout  # bound on silence between frames of a connection
         self._host, self._port = host, port
         self._cond = threading.Condition()
         self._nodes: dict[int, NodeRecord] = {}
         self._stop_requested = False
+        self._client_stop_requests = 0
         self._rejected = 0
         self._version = 0
         self._abort: str | None = None
@@ -209,6 +264,12 @@ class ReservationServer:
             self._version += 1
             self._cond.notify_all()
 
+    @property
+    def stop_requested_by_client(self) -> bool:
+        """True once someone holding the stop key sent a ``STOP_REQUEST`` (TensorFlowOnSpark's ``server.done``)."""
+        with self._cond:
+            return self._client_stop_requests > 0
+
     def nodes(self) -> list[NodeRecord]:
         with self._cond:
             return sorted(self._nodes.values(), key=lambda n: n.executor_id)
@@ -244,6 +305,7 @@ class ReservationServer:
             protocol.AWAIT_STOP: self._on_await_stop,
             protocol.QUERY: self._on_query,
             protocol.STOP: self._on_stop,
+            STOP_REQUEST: self._on_stop_request,
         }.get(msg.type)
         if handler is None:
             raise ProtocolError(f"unknown message type {msg.type!r}")
@@ -342,4 +404,12 @@ class ReservationServer:
 
     def _on_stop(self, body: dict[str, Any]) -> dict[str, Any]:
         self.request_stop()
+        return {}
+
+    def _on_stop_request(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            self._client_stop_requests += 1
+            self._version += 1
+            self._cond.notify_all()
+        logger.info("reservation server: stop requested from outside the cluster")
         return {}
