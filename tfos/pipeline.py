@@ -5,7 +5,8 @@
 getters, and what ``fit`` / ``transform`` do are the same:
 
 * ``TFEstimator(train_fn, tf_args, export_fn=None).fit(df)`` starts a cluster of
-  ``cluster_size`` nodes running ``train_fn(args, ctx)``. InputMode.SPARK feeds the columns
+  ``cluster_size`` nodes running ``train_fn(args, ctx)`` (``ctx`` as TensorFlowOnSpark's
+  ``TFCluster.run`` gives it: ``TFNode.DataFeed(ctx.mgr, ...)``, ``ctx.worker_num``...). InputMode.SPARK feeds the columns
   named by ``input_mapping`` (sorted by column name) for ``epochs`` epochs; InputMode.TENSORFLOW
   writes them as TFRecords to ``tfrecord_dir`` first (or uses the directory a
   ``dfutil.loadTFRecords`` DataFrame came from) for the nodes to read. ``args`` is ``tf_args``
@@ -19,9 +20,15 @@ getters, and what ``fit`` / ``transform`` do are the same:
   the order of the sorted output names). One output row per input row, in order; the column
   types come from the signature, so the data is read once, through Arrow.
 
+Also TensorFlowOnSpark's helpers: ``TFParams.merge_args_params``, ``TFTypeConverters``,
+``single_node_env(args)``, ``get_meta_graph_def`` and ``yield_batch``. ``grace_secs`` defaults
+to 30 as there (tfos goes on as soon as the nodes that end on their own have ended).
+
 Differences: ``transform`` needs a SavedModel (``export_dir``); TF1 checkpoints in
-``model_dir`` are not loaded. Each Spark Python worker loads a model once and keeps the last
-two it loaded.
+``model_dir`` are not loaded. ``signature_def_key`` / ``tag_set`` default to
+``serving_default`` / ``serve`` (TensorFlowOnSpark: None). InputMode.TENSORFLOW and
+``export_fn`` work (TensorFlowOnSpark 2.x raises). Each Spark Python worker loads a model
+once and keeps the last two it loaded.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import argparse
 import copy
 import functools
 import logging
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -41,13 +49,23 @@ from tfos.cluster.input_mode import InputMode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Namespace", "TFEstimator", "TFModel"]
+__all__ = ["Namespace", "TFEstimator", "TFModel", "TFParams", "TFTypeConverters", "get_meta_graph_def",
+           "single_node_env", "yield_batch"]
 
 
 def _to_dict(value: Any) -> dict:
     if isinstance(value, dict):
         return dict(value)
     raise TypeError(f"expected a dict such as {{'column': 'tensor'}}, got {type(value).__name__} {value!r}")
+
+
+class TFTypeConverters:
+    """Param type converters Spark lacks (TensorFlowOnSpark name)."""
+
+    @staticmethod
+    def toDict(value: Any) -> dict:  # noqa: N802 - TensorFlowOnSpark name
+        """``value`` if it is a dict, else ``TypeError``."""
+        return _to_dict(value)
 
 
 def _has(name: str, method: str, doc: str, converter: Callable[[Any], Any]) -> type:
@@ -109,19 +127,69 @@ class Namespace(argparse.Namespace):
                             f"got {type(args).__name__}")
 
 
-class _TFParams(Params):
+class TFParams(Params):
     """Mix-in: ``tf_args`` plus every param as one Namespace for the TF functions."""
 
     args: Namespace
 
-    def merged_args(self) -> Namespace:
+    def merge_args_params(self) -> Namespace:
+        """A copy of ``tf_args`` with every param (set or default) added as an attribute."""
         merged = copy.copy(self.args)
         for param in self.params:
             vars(merged)[param.name] = self.getOrDefault(param)
         return merged
 
+
     def _tf_args(self, merged: Namespace) -> Any:
         return self.args.argv if self.args.argv else merged
+
+
+
+def single_node_env(args: Any) -> None:
+    """Set up this process for one TF instance: ``sys.argv`` from an argv list, then ``util.single_node_env``."""
+    from tfos.tensorflowonspark import util
+
+    if isinstance(args, list):
+        sys.argv = args
+    elif getattr(args, "argv", None):
+        sys.argv = args.argv
+    num_gpus = getattr(args, "num_gpus", 1) if not isinstance(args, list) else 1
+    util.single_node_env(num_gpus)
+
+
+def get_meta_graph_def(saved_model_dir: str, tag_set: str) -> Any:
+    """The MetaGraphDef of the SavedModel in ``saved_model_dir`` whose tags are ``tag_set`` (comma-separated)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(f"{saved_model_dir.rstrip('/')}/saved_model.pb", "rb") as f:
+        saved_model.ParseFromString(f.read())
+    wanted = set(tag_set.split(","))
+    for meta_graph_def in saved_model.meta_graphs:
+        if set(meta_graph_def.meta_info_def.tags) == wanted:
+            return meta_graph_def
+    found = [",".join(m.meta_info_def.tags) for m in saved_model.meta_graphs]
+    raise RuntimeError(f"no MetaGraphDef with tag-set {tag_set!r} in {saved_model_dir} (it has {found})")
+
+
+def yield_batch(iterable: Iterable[Any], batch_size: int, num_tensors: int = 1) -> Iterator[list[list[Any]]]:
+    """Batches of a partition's rows as ``num_tensors`` column lists of up to ``batch_size`` values.
+
+    A ``None`` row ends the input; ``bytearray`` values become ``str``, as in TensorFlowOnSpark.
+    """
+    columns: list[list[Any]] = [[] for _ in range(num_tensors)]
+    for row in iterable:
+        if row is None:
+            break
+        for i in range(num_tensors):
+            value = row[i]
+            columns[i].append(str(value) if isinstance(value, bytearray) else value)
+        if len(columns[0]) >= batch_size:
+            yield columns
+            columns = [[] for _ in range(num_tensors)]
+    if columns[0]:
+        yield columns
 
 
 def _sorted_columns(mapping: dict, columns: list[str], who: str, what: str) -> list[str]:
@@ -134,7 +202,7 @@ def _sorted_columns(mapping: dict, columns: list[str], who: str, what: str) -> l
     return sorted(mapping)
 
 
-class TFEstimator(Estimator, _TFParams, HasInputMapping, HasClusterSize, HasNumPS, HasDriverPSNodes, HasInputMode,
+class TFEstimator(Estimator, TFParams, HasInputMapping, HasClusterSize, HasNumPS, HasDriverPSNodes, HasInputMode,
                   HasMasterNode, HasProtocol, HasGraceSecs, HasTensorboard, HasModelDir, HasExportDir, HasTFRecordDir,
                   HasBatchSize, HasEpochs, HasReaders, HasSteps):
     """Spark ML Estimator: ``fit(df)`` trains ``train_fn`` on a tfos cluster (see the module doc)."""
@@ -148,15 +216,15 @@ class TFEstimator(Estimator, _TFParams, HasInputMapping, HasClusterSize, HasNumP
         self.train_fn, self.export_fn = train_fn, export_fn
         self.args = Namespace(tf_args)
         self._setDefault(input_mapping={}, cluster_size=1, num_ps=0, driver_ps_nodes=False,
-                         input_mode=InputMode.SPARK, master_node="chief", protocol="grpc", grace_secs=0.0,
+                         input_mode=InputMode.SPARK, master_node="chief", protocol="grpc", grace_secs=30.0,
                          tensorboard=False, model_dir=None, export_dir=None, tfrecord_dir=None, batch_size=100,
                          epochs=1, readers=1, steps=1000)
 
     def _fit(self, dataset: Any) -> TFModel:
         from tfos import dfutil
-        from tfos.cluster.cluster import run
+        from tfos.tensorflowonspark.TFCluster import run  # train_fn gets TensorFlowOnSpark's ctx
 
-        args = self.merged_args()
+        args = self.merge_args_params()
         mode = args.input_mode
         if mode not in (InputMode.SPARK, InputMode.TENSORFLOW):
             raise ValueError(f"TFEstimator: input_mode must be InputMode.SPARK ({InputMode.SPARK}) or "
@@ -208,7 +276,7 @@ def _call_export(export_fn: Callable[[Any], Any], args: Any, _ctx: Any) -> None:
     export_fn(args)
 
 
-class TFModel(Model, _TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, HasModelDir, HasExportDir,
+class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, HasModelDir, HasExportDir,
               HasSignatureDefKey, HasTagSet):
     """Spark ML Model: ``transform(df)`` runs a SavedModel signature over the rows (see the module doc)."""
 
@@ -221,7 +289,7 @@ class TFModel(Model, _TFParams, HasInputMapping, HasOutputMapping, HasBatchSize,
     def _transform(self, dataset: Any) -> Any:
         from tfos.saved_model_signature import read_signature, spark_schema
 
-        args = self.merged_args()
+        args = self.merge_args_params()
         if not args.export_dir:
             hint = f" (model_dir {args.model_dir} holds checkpoints, which tfos does not load)" if args.model_dir else ""
             raise ValueError(f"TFModel: transform runs a SavedModel; setExportDir(path) to where it is{hint}")

@@ -20,7 +20,13 @@ Reading (one consumer thread at a time):
   numpy -> tensors with no per-row Python work; auto-sharding is off (the data is already
   sharded per worker).
 
-Inference (``train_mode=False``): batches never span two partitions; call
+``train_mode`` says whether results are expected, as in TensorFlowOnSpark: what a feed task
+sends decides how it is read. ``cluster.train`` data is read the same way whatever
+``train_mode`` is (``DataFeed(ctx.mgr, False)`` trains, as TensorFlowOnSpark's Keras
+examples do); ``cluster.inference`` data needs ``train_mode=False``.
+
+Inference (``cluster.inference`` feeding a ``train_mode=False`` feed): batches never span two
+partitions; call
 ``batch_results(results)`` with one result per row of the batches handed out (a list, an
 array, a tensor, or a dict of arrays), in order; they go back to the feed task, which yields
 them as the output of ``cluster.inference``.
@@ -99,6 +105,7 @@ class DataFeed:
         self._events: deque[Any] = deque()  # RecordBatch | EPOCH_END | PARTITION_END | FEED_END, in order
         self._outstanding: deque[_Outstanding] = deque()
         self._current: _Outstanding | None = None
+        self._inference_seen = False  # an inference feed task connected (results are owed)
         self._done = False
         self._terminated = False
         self.rows_read = 0
@@ -118,6 +125,16 @@ class DataFeed:
         Blocks until enough rows arrived or the feed ended; in inference mode a batch ends at
         the end of a partition. Returns an empty batch only when the feed ended.
         """
+        pieces = self._read_rows(batch_size)
+        if self.input_tensors is not None:
+            return self._mapped(pieces)
+        return self._as_rows(pieces)
+
+    def next_rows(self, batch_size: int) -> list:
+        """Up to ``batch_size`` rows as the feeder saw them, ``input_mapping`` or not (else as ``next_batch``)."""
+        return self._as_rows(self._read_rows(batch_size))
+
+    def _read_rows(self, batch_size: int) -> list[pa.RecordBatch]:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         pieces: list[pa.RecordBatch] = []
@@ -131,8 +148,10 @@ class DataFeed:
                 break
             elif ev is PARTITION_END and count:
                 break
-        if self.input_tensors is not None:
-            return self._mapped(pieces)
+        return pieces
+
+    @staticmethod
+    def _as_rows(pieces: list[pa.RecordBatch]) -> list:
         rows: list = []
         for piece in pieces:
             rows.extend(codec.rows_from_batch(piece))
@@ -140,8 +159,8 @@ class DataFeed:
 
     def batch_results(self, results: Any) -> None:
         """Send inference results back: one per row handed out by ``next_batch``/``batches``, in order."""
-        if self.train_mode:
-            logger.debug("batch_results() ignored: the feed is in train mode")
+        if self.train_mode or (not self._inference_seen and not self._outstanding):
+            logger.debug("batch_results() ignored: no inference feed is waiting for results")
             return
         results = codec.normalize_results(results)
         n = codec.results_length(results)
@@ -244,7 +263,7 @@ class DataFeed:
             if count and (count == batch_size or not drop_remainder):
                 yield self._structure(pieces)
             elif count:
-                if not self.train_mode:  # dropped rows still owe results
+                if self._current is not None or self._outstanding:  # dropped inference rows still owe results
                     self.batch_results([None] * count)
             if end is not None:
                 return
@@ -372,7 +391,7 @@ class DataFeed:
         self._conn = None
         if conn is None:
             return
-        if self.train_mode:
+        if self._current is None:  # a training connection: nothing owed
             conn.close()
             return
         current = self._current
@@ -422,7 +441,8 @@ class DataFeed:
                 conn.close()
                 continue
             self._conn, self._hello = conn, hello
-            if not self.train_mode:
+            if hello.get("mode") == "inference":
+                self._inference_seen = True
                 self._current = _Outstanding(conn, int(hello.get("partition", -1)))
                 self._outstanding.append(self._current)
             logger.debug("%s: feeding partition %s of %r", self.node, hello.get("partition"), self.qname_in)
@@ -453,9 +473,6 @@ class DataFeed:
         if mode == "inference" and self.train_mode:
             return (f"cluster.inference() is feeding {self.node}, but its DataFeed({self.qname_in!r}) was created "
                     f"with train_mode=True: use train_mode=False to send results back")
-        if mode == "train" and not self.train_mode:
-            return (f"cluster.train() is feeding {self.node}, but its DataFeed({self.qname_in!r}) was created "
-                    f"with train_mode=False")
         return None
 
     def _reply(self, conn: ch.Connection, mtype: int, obj: dict) -> bool:
