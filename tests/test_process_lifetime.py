@@ -14,6 +14,7 @@ import pytest
 
 import tfos
 from tests import lifetime_mains
+from tests.process_check import wait_until_none_owned_by
 from tests.spark_standalone import wait_for_executors
 from tfos import NodeFailure
 from tfos.cluster import lifetime
@@ -31,22 +32,6 @@ def _wait_results(out, names, timeout=120.0) -> dict[str, dict]:
 
 def _gone(pid: int, timeout: float = 30.0) -> bool:
     return lifetime.wait_for_exit(pid, timeout)
-
-
-def _processes_owned_by(owner: int) -> list[str]:
-    """Live processes whose environment names ``owner`` as their executor (TF processes, launchers)."""
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"{lifetime.OWNER_ENV}={owner}".encode() in env:
-            left.append(f"{pid}: {cmd[:160]}")
-    return left
 
 
 def test_tf_process_stays_in_its_executors_session(sc, tmp_path):
@@ -81,10 +66,7 @@ def test_executor_kill_is_a_node_failure_and_leaves_no_process(sc, tmp_path):
         assert err.value.node_name == "worker:1"
         assert "Spark executor" in str(err.value) and "was lost" in str(err.value)
         assert _gone(victim["pid"]), f"TF process {victim['pid']} outlived its executor"
-        deadline = time.monotonic() + 30
-        while _processes_owned_by(victim["owner"]) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not _processes_owned_by(victim["owner"])
+        assert not wait_until_none_owned_by({victim["owner"]})
         assert _gone(got["worker-0"]["pid"]), "the healthy node was not stopped after the failure"
     finally:
         if cluster.state != "stopped":

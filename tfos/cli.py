@@ -1,13 +1,18 @@
 """The ``tfos`` command.
 
-    tfos doctor [--master M] [--executors N] [--hdfs URL] [--json]
+    tfos doctor [--master M] [--executors N] [--hdfs URL] [--queue Q] [--conf K=V ...] [--json]
+    tfos zip [-o tfos.zip]                       tfos for spark-submit --py-files
+    tfos pack-env [-o env.tar.gz] [--prefix V]   the venv for spark-submit --archives env.tar.gz#env
 
 ``doctor`` checks, on the driver and on every executor (one Spark task per executor), whether
 HDFS is reachable from Python (hdfs-native, tfos's own I/O layer) and from TensorFlow
 (tensorflow-io registered, libhdfs loadable with the environment tfos gives TF processes), which
 I/O path tfos will use there, and what to install or set when something is missing. It exits
 with status 1 when ``--hdfs`` is unreachable from any of them (or the executors could not be
-checked), else 0.
+checked), else 0. With ``--master yarn`` (or ``HADOOP_CONF_DIR`` holding a yarn-site.xml) it also
+reports the YARN ResourceManager (reachable or not), its queues with their node labels and
+capacities, and the nodes of each label; the executor checks then run inside YARN containers of
+``--queue``, so they test the executors' Python environment and HDFS access there.
 """
 
 from __future__ import annotations
@@ -294,6 +299,11 @@ def doctor(args: argparse.Namespace) -> int:
                 conf = SparkConf().setAppName("tfos doctor")
                 if args.master:
                     conf.setMaster(args.master)
+                if args.queue:
+                    conf.set("spark.yarn.queue", args.queue)
+                for item in args.conf or []:
+                    key, _, value = item.partition("=")
+                    conf.set(key, value)
                 conf.setIfMissing("spark.master", "local[2]")
                 conf.setIfMissing("spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures", "3")
                 conf.setIfMissing("spark.scheduler.barrier.maxConcurrentTasksCheck.interval", "5s")
@@ -305,13 +315,18 @@ def doctor(args: argparse.Namespace) -> int:
             except Exception as exc:  # noqa: BLE001 - reported below, exit status 1
                 spark_error = _first_line(exc)[:500]
         driver = driver_future.result()
+    yarn_view = _yarn_view(args)
     reports = [driver, *executors]
     unreachable = [r["label"] for r in reports if r["path"] == "none"] if url else []
-    status = 1 if unreachable or spark_error else 0
+    yarn_down = yarn_view is not None and not yarn_view["reachable"]
+    status = 1 if unreachable or spark_error or yarn_down else 0
     if args.json:
         print(json.dumps({"hdfs": url, "reports": reports, "unreachable_from": unreachable, "note": note,
-                          "spark_error": spark_error, "status": status}, indent=2))
+                          "spark_error": spark_error, "yarn": yarn_view, "status": status}, indent=2))
         return status
+    if yarn_view is not None:
+        print("\n".join(_format_yarn(yarn_view, args.queue)))
+        print()
     print(f"tfos doctor{f': HDFS {url}' if url else ' (no --hdfs URL given: checking installations only)'}")
     for report in reports:
         print()
@@ -333,6 +348,39 @@ def doctor(args: argparse.Namespace) -> int:
     return status
 
 
+def _yarn_view(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The YARN section of the report, when this doctor run is about YARN (None otherwise)."""
+    from tfos.cluster import yarn
+
+    conf_dir = os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")
+    about_yarn = (args.master or "").startswith("yarn") or bool(conf_dir and os.path.isfile(f"{conf_dir}/yarn-site.xml"))
+    if not about_yarn:
+        return None
+    if not conf_dir:
+        return {"reachable": False, "urls": [], "error": "HADOOP_CONF_DIR (or YARN_CONF_DIR) is not set: "
+                "point it at the directory holding yarn-site.xml, as spark-submit --master yarn needs"}
+    return yarn.describe(yarn.rm_web_urls_from_conf_dir(conf_dir))
+
+
+def _format_yarn(view: dict[str, Any], queue: str | None) -> list[str]:
+    if not view["reachable"]:
+        return [f"YARN: ResourceManager UNREACHABLE at {', '.join(view['urls']) or '(no address)'}"
+                + (f": {view['error']}" if view.get("error") else "; check yarn.resourcemanager.webapp.address "
+                   "in yarn-site.xml and that the ResourceManager runs")]
+    lines = [f"YARN: ResourceManager {view['urls'][0]} (Hadoop {view['version']}) reachable"]
+    names = [q["name"] for q in view["queues"]]
+    for q in view["queues"]:
+        mark = " <- --queue" if q["name"] == queue else ""
+        lines.append(f"  queue {q['name']}: {q['state']}, capacity {q['capacity']}% (max {q['max_capacity']}%), "
+                     f"labels {','.join(q['labels']) or 'none'}, default label {q['default_label'] or 'none'}{mark}")
+    if queue and queue not in names:
+        lines.append(f"  to do: queue {queue!r} does not exist; use one of {', '.join(names)}")
+    for label, n in sorted(view["nodes"].items()):
+        lines.append(f"  nodes {label}: {n['nodes']} node(s), {n['memory_mb']} MB, {n['vcores']} vcores"
+                     + (f", {n['gpus']} yarn.io/gpu" if n["gpus"] else ""))
+    return lines
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfos", description="tfos command-line tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -346,6 +394,18 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--hdfs", help="HDFS URL to test, e.g. hdfs://namenode:8020/user/me")
     d.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for each TensorFlow check")
     d.add_argument("--json", action="store_true", help="print the reports as JSON")
+    d.add_argument("--queue", help="YARN queue the executor checks run in (spark.yarn.queue)")
+    d.add_argument("--conf", action="append", metavar="K=V", help="extra Spark setting (repeatable), e.g. "
+                   "spark.executorEnv.PYSPARK_PYTHON=./env/bin/python")
+    z = sub.add_parser("zip", help="zip the tfos package for spark-submit --py-files")
+    z.add_argument("-o", "--output", default="tfos.zip", help="zip to write (default tfos.zip)")
+    e = sub.add_parser("pack-env", help="pack this virtual environment for spark-submit --archives (venv-pack)",
+                       description="Pack a virtual environment with venv-pack, for --archives env.tar.gz#env and "
+                                   "PYSPARK_PYTHON=./env/bin/python. Every node needs the same Python "
+                                   "interpreter at the same path as this machine.")
+    e.add_argument("-o", "--output", default="env.tar.gz", help="archive to write (.tar.gz, .tar or .zip)")
+    e.add_argument("--prefix", default=None, help="venv to pack (default: the one running tfos)")
+    e.add_argument("--compress-level", type=int, default=1, help="gzip level 0-9 (default 1: fast)")
     return parser
 
 
@@ -360,7 +420,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "doctor":
         return doctor(args)
+    if args.command in ("zip", "pack-env"):
+        return _package(args)
     return 2
+
+
+def _package(args: argparse.Namespace) -> int:
+    from tfos import packaging
+
+    try:
+        if args.command == "zip":
+            out = packaging.build_zip(args.output)
+            print(f"wrote {out}: use spark-submit --py-files {out}")
+        else:
+            out = packaging.pack_env(args.output, args.prefix, args.compress_level)
+            print(f"wrote {out} ({out.stat().st_size / 2**20:.0f} MB): use spark-submit --archives {out}#env "
+                  f"--conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./env/bin/python "
+                  f"--conf spark.executorEnv.PYSPARK_PYTHON=./env/bin/python")
+    except packaging.PackagingError as exc:
+        print(f"tfos {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

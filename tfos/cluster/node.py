@@ -205,6 +205,8 @@ class Node:
         env["PYTHONUNBUFFERED"] = "1"
         env["TFOS_NODE"] = self.name
         env["TFOS_SYS_PATH"] = os.pathsep.join(sys.path)
+        # `python -m tfos...` must find tfos before it runs: a --py-files zip is on sys.path only
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env[lifetime.OWNER_ENV] = str(self.owner)
         env.update(hadoop_env(env))  # CLASSPATH and libjvm/libhdfs paths when HADOOP_HOME is set
         return env

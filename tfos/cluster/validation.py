@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 _LOCAL_MASTER = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
 
@@ -75,18 +78,31 @@ def validate_spark(sc: Any, spark_tasks: int, wait_secs: float = 60.0) -> None:
             f"spark.executor.cores={exec_cores} but spark.task.cpus={task_cpus}: tfos runs one TF node per "
             f"executor, so each executor must run exactly one task at a time; set --executor-cores "
             f"{task_cpus} (or spark.task.cpus={exec_cores})")
+    on_yarn = master.startswith("yarn")
+    if on_yarn:
+        from tfos.cluster import yarn
+
+        problem = yarn.check_request(sc, spark_tasks)
+        if problem:
+            raise ClusterConfigError(problem)
     deadline = time.monotonic() + wait_secs
+    next_note = time.monotonic() + 10.0
     while True:
         executors = _executor_count(sc)
         if executors >= spark_tasks or time.monotonic() >= deadline:
             break
+        if time.monotonic() >= next_note:
+            logger.info("waiting up to %.0fs more for %d executors to join (%d so far)",
+                        deadline - time.monotonic(), spark_tasks, executors)
+            next_note += 10.0
         time.sleep(0.2)  # executors register with the driver asynchronously after start-up
     if executors < spark_tasks:
+        why = yarn.explain_missing(sc) if on_yarn else ""
         raise ClusterConfigError(
             f"the TF cluster needs {spark_tasks} executors but only {executors} joined this application "
             f"within {wait_secs:.0f}s; submit with --num-executors {spark_tasks} (YARN/Kubernetes) or "
             f"--total-executor-cores {spark_tasks * task_cpus} with --executor-cores {task_cpus} (standalone), "
-            f"and check that the cluster/queue has room for them")
+            f"and check that the cluster/queue has room for them" + (f" ({why})" if why else ""))
     total_cores = sc.defaultParallelism
     if exec_cores is None and total_cores > executors * task_cpus:
         raise ClusterConfigError(

@@ -1,0 +1,76 @@
+"""A tfos job for the YARN tests, submitted with spark-submit (client or cluster deploy mode).
+
+    tfos_job.py MODE [--nodes N] [--pid_dir DIR] [--max_wait S]
+
+MODE ``record``: every TF node prints ``TFOS_NODE_RECORD {json}`` (its interpreter, where tfos was
+imported from, its GPUs and container) to its executor's stdout, and the job ends normally.
+``raise``: worker:1's main raises, so the driver raises ``NodeFailure`` and the application fails.
+``sleep``: every node writes ``DIR/<role>-<index>.json`` (its pid, its executor JVM's pid) and waits
+up to S seconds, so a test can kill one. ``memory``: worker:1 allocates memory until YARN kills
+its container. In every failing mode the driver prints ``TFOS_DETECTED {json}`` (wall-clock time,
+node, message) before it re-raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import tfos
+
+
+def main_fun(args, ctx):
+    import socket
+
+    node = f"{ctx.job_name}:{ctx.task_index}"
+    record = {"node": node, "python": sys.executable, "prefix": sys.prefix, "tfos": tfos.__file__,
+              "gpus": list(ctx.gpus), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "container": os.environ.get("CONTAINER_ID"), "host": socket.gethostname(), "pid": os.getpid(),
+              "owner": int(os.environ.get("TFOS_OWNER_PID", "0"))}
+    print("TFOS_NODE_RECORD " + json.dumps(record), flush=True)
+    if args.mode == "raise" and node == "worker:1":
+        raise ValueError("tfos-yarn-test: bad input in shard 1")
+    if args.mode == "memory" and node == "worker:1":
+        hog = []
+        for _ in range(64):  # up to 8 GB, far past any executor container's limit here
+            hog.append(bytearray(128 * 2**20))
+            for i in range(0, len(hog[-1]), 4096):
+                hog[-1][i] = 1  # touch every page: resident, so YARN's monitor counts it
+            time.sleep(0.2)
+    if args.mode in ("sleep", "memory"):
+        if args.pid_dir:
+            path = os.path.join(args.pid_dir, f"{ctx.job_name}-{ctx.task_index}.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump(record, f)
+            os.replace(path + ".tmp", path)
+        time.sleep(args.max_wait)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["record", "raise", "sleep", "memory"])
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--pid_dir", default="")
+    p.add_argument("--max_wait", type=float, default=240)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    from pyspark.sql import SparkSession
+
+    args = parse_args(sys.argv[1:])
+    spark = SparkSession.builder.appName(f"tfos-yarn-{args.mode}").getOrCreate()
+    started = time.time()
+    try:
+        cluster = tfos.run(spark.sparkContext, main_fun, args, args.nodes, reservation_timeout=180)
+        cluster.shutdown(timeout=600)
+    except Exception as exc:
+        print("TFOS_DETECTED " + json.dumps({"time": time.time(), "type": type(exc).__name__,
+                                             "node": getattr(exc, "node_name", None), "message": str(exc)}),
+              flush=True)
+        raise
+    print(f"TFOS_JOB_DONE mode={args.mode} in {time.time() - started:.1f}s", flush=True)
+    spark.stop()
