@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -223,3 +224,36 @@ def test_spark_gpu_scheduling_and_nvidia_smi_give_each_node_distinct_devices(tmp
         nodes = got[phase]["nodes"]
         assert sorted(n["gpus"][0] for n in nodes.values()) == ["0", "1"], (phase, nodes)
         assert all(n["cuda_visible_devices"] == ",".join(n["gpus"]) for n in nodes.values()), (phase, nodes)
+
+
+def test_gpu_locks_are_private_to_the_user(fake_smi, tmp_path, monkeypatch):
+    monkeypatch.delenv(gpus.LOCK_DIR_ENV)
+    assert gpus.default_lock_dir().endswith(f"tfos-gpu-locks-{os.getuid()}")
+    lock_dir = tmp_path / "locks"
+    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(lock_dir))
+    fake_smi.set(1)
+    with assign_gpus(1, None, nvidia_smi=fake_smi.path) as gpu:
+        assert gpu.devices == ["0"]
+        assert stat.S_IMODE(os.stat(lock_dir).st_mode) == 0o700
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in lock_dir.iterdir())
+
+
+def test_a_shared_lock_directory_is_refused(fake_smi, tmp_path):
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir()
+    lock_dir.chmod(0o1777)  # what tfos made before: any local user could plant files there
+    fake_smi.set(1)
+    with pytest.raises(gpus.GpuAssignmentError, match="not a private directory of this user"):
+        assign_gpus(1, None, nvidia_smi=fake_smi.path)
+
+
+def test_a_planted_symlink_is_not_followed(fake_smi, tmp_path):
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (lock_dir / "gpu-GPU-fake-0.lock").symlink_to(victim)
+    fake_smi.set(1)
+    with pytest.raises(OSError):
+        assign_gpus(1, None, nvidia_smi=fake_smi.path, wait_secs=0)
+    assert victim.read_text() == "precious\n"

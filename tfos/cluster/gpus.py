@@ -9,7 +9,7 @@ Two sources, in this order:
 2. **nvidia-smi**, when Spark schedules no GPUs: the host's GPUs that no other process is
    using (no compute process, little memory in use) and that no other tfos node on this host
    holds. Holding is a ``flock`` on a host-local lock file per GPU
-   (``$TFOS_GPU_LOCK_DIR``, default ``<tmp>/tfos-gpu-locks``), so nodes starting at the same
+   (``$TFOS_GPU_LOCK_DIR``, default ``<tmp>/tfos-gpu-locks-<uid>``, private to the user), so nodes starting at the same
    moment on one host never share a GPU, and a lock disappears with its holder (crash included).
 
 No GPU on the host means the node runs on CPU, with a log line saying so; asking for more
@@ -39,6 +39,7 @@ import os
 import random
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -206,7 +207,8 @@ def query_gpus(nvidia_smi: str = "nvidia-smi", timeout: float = 20.0) -> list[Gp
 
 # host-local locks -------------------------------------------------------------------------
 def default_lock_dir() -> str:
-    return os.environ.get(LOCK_DIR_ENV) or os.path.join(tempfile.gettempdir(), "tfos-gpu-locks")
+    """Per user and private (0700): no other local user can plant or replace a lock file in it."""
+    return os.environ.get(LOCK_DIR_ENV) or os.path.join(tempfile.gettempdir(), f"tfos-gpu-locks-{os.getuid()}")
 
 
 def _lock_path(lock_dir: str, gpu: GpuStatus) -> str:
@@ -215,16 +217,18 @@ def _lock_path(lock_dir: str, gpu: GpuStatus) -> str:
 
 
 def _ensure_lock_dir(lock_dir: str) -> None:
-    try:
-        os.makedirs(lock_dir, exist_ok=True)
-        os.chmod(lock_dir, 0o1777)  # shared by every user's executors on the host, like /tmp
-    except PermissionError:
-        pass  # created by another user: already 1777
+    """Create ``lock_dir`` (0700) or check that the existing one is this user's own and private."""
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    st = os.lstat(lock_dir)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise GpuAssignmentError(
+            f"GPU lock directory {lock_dir} is not a private directory of this user (owner uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):o}); remove it or set {LOCK_DIR_ENV} to a directory only you can write")
 
 
 def _try_lock(path: str) -> int | None:
     """An fd holding an exclusive flock on ``path``, or None when another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)  # in a private directory (_ensure_lock_dir)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -232,11 +236,7 @@ def _try_lock(path: str) -> int | None:
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             return None
         raise
-    try:
-        os.fchmod(fd, 0o666)
-    except PermissionError:
-        pass
-    os.ftruncate(fd, 0)
+    os.ftruncate(fd, 0)  # a lock file of this user's own tfos nodes: holds the holder's pid
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 

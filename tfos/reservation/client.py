@@ -57,6 +57,10 @@ class ReservationClient:
                 except protocol.ProtocolError as exc:
                     self._close_locked()
                     raise ReservationError(f"invalid reply to {msg_type!r}: {exc}") from exc
+                except OSError as exc:  # e.g. EHOSTUNREACH, ENETUNREACH: the caller's retry policy applies
+                    self._close_locked()
+                    raise ReservationError(f"could not talk to the reservation server at {self.address} "
+                                           f"during {msg_type!r}: {exc}") from exc
         if reply.type == protocol.ERROR:
             raise ReservationError(f"reservation server refused {msg_type!r}: {reply.body.get('message')}")
         return reply.body
