@@ -32,5 +32,5 @@ fi
 log "installing the pinned package set (constraints.txt) and tfos[test,hdfs]"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,hdfs]"
 log "installing the test HDFS (Hadoop jars, libhdfs.so; cached in \${TFOS_CACHE:-~/.cache/tfos})"
-bash scripts/hdfs.sh install
+bash scripts/hadoop.sh install
 .venv/bin/python -c 'import tensorflow as tf, pyspark, tfos; print("[setup] TensorFlow", tf.__version__, "| PySpark", pyspark.__version__, "| tfos", tfos.__version__)'
