@@ -49,6 +49,8 @@ def test_tf_process_stays_in_its_executors_session(sc, tmp_path):
     finally:
         open(release, "w").close()
         cluster.shutdown(timeout=120)
+    node_dirs = [n["node_dir"] for n in cluster.cluster_info]
+    assert node_dirs and not [d for d in node_dirs if os.path.exists(d)], "node directories (payload, feed) left"
 
 
 def test_executor_kill_is_a_node_failure_and_leaves_no_process(sc, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -111,6 +112,7 @@ class Node:
         self.process: subprocess.Popen | prefork.LaunchedProcess | None = None
         self.gpu: GpuAssignment | None = None
         self.feed_dir = ""
+        self.node_dir = ""
         self.owner = os.getpid()
 
     # ---------------------------------------------------------------------------------------
@@ -123,7 +125,8 @@ class Node:
             cfg.tensorboard_node() else None
         tb_port = tb_sock.getsockname()[1] if tb_sock else None
         port = port_sock.getsockname()[1]
-        node_dir = tempfile.mkdtemp(prefix=f"tfos-{cfg.cluster_id}-{self.executor_id}-")
+        node_dir = self.node_dir = tempfile.mkdtemp(prefix=f"tfos-{cfg.cluster_id}-{self.executor_id}-",
+                                                    dir=container_tmp())
         jvm = lifetime.executor_jvm_pid()
         self.owner = jvm or os.getpid()
         feed_dir = self.feed_dir = os.path.join(node_dir, "feed")
@@ -144,6 +147,7 @@ class Node:
             self._launch(nodes, spec, num_workers, worker_num, host, port_sock, tb_sock, tb_port, node_dir, feed_dir)
         except BaseException:
             self.gpu.release()
+            self._remove_node_dir()
             raise
 
     def _launch(self, nodes: list[dict], spec: dict[str, list[str]], num_workers: int, worker_num: int, host: str,
@@ -219,6 +223,8 @@ class Node:
         finally:
             if self.gpu is not None:
                 self.gpu.release()  # the GPUs are free for the next node on this host
+            if raise_on_failure:  # the start task owns the node: nothing reads its directory any more
+                self._remove_node_dir()  # (InputMode.SPARK keeps it: feed tasks read the exit state there)
         if code == 0:
             self.log.info("TF process exited normally")
             return
@@ -235,6 +241,18 @@ class Node:
         if raise_on_failure:
             raise NodeStartError(message + "; see the driver's exception or this executor's stderr for the "
                                  "node's traceback")
+
+
+    def _remove_node_dir(self) -> None:
+        if self.node_dir:
+            shutil.rmtree(self.node_dir, ignore_errors=True)
+
+
+def container_tmp() -> str | None:
+    """Inside a YARN container, its own ``tmp`` (YARN deletes it with the container); else the system's."""
+    if os.environ.get("CONTAINER_ID") and os.path.isdir("tmp"):
+        return os.path.abspath("tmp")
+    return None
 
 
 def start_task(config: NodeConfig, partition: int) -> None:
