@@ -14,7 +14,7 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 
 from tests.spark_standalone import StandaloneCluster, spark_conf, wait_for_executors  # noqa: E402
 
-pytest_plugins = ["tests.hdfs_fixture"]
+pytest_plugins = ["tests.hdfs_fixture", "tests.yarn_fixture"]
 
 EXECUTORS = 3
 
