@@ -185,7 +185,7 @@ install_hadoop() {
   mkdir -p "$HADOOP_DIR"
   tmp="$(mktemp -d "$CACHE/.hadoop.XXXXXX")"
   cp "$pom" "$tmp/pom.xml"
-  log "downloading Hadoop $HADOOP_VERSION jars from Maven Central with mvn (cached in $CACHE/m2; ~100 MB, about a minute)"
+  log "downloading Hadoop $HADOOP_VERSION jars from Maven Central with mvn (cached in $CACHE/m2; ~100 MB, 1-3 minutes)"
   if ! (cd "$tmp" && mvn -q -B -Dmaven.repo.local="$CACHE/m2" dependency:copy-dependencies \
       -DoutputDirectory=jars -DincludeScope=runtime >"$tmp/mvn.log" 2>&1); then
     tail -n 40 "$tmp/mvn.log" >&2
@@ -605,15 +605,17 @@ datanode_registered() {
     "$RUN_DIR/logs/datanode.log"
 }
 
-start_hdfs() {
+launch_hdfs() {  # format if needed and start NameNode + DataNode (HDFS_UP=1 when already running)
+  HDFS_UP=0
   if hdfs_running; then
     log "HDFS already running at $URL (state in $RUN_DIR)"
+    HDFS_UP=1
     return 0
   fi
   if ! pid_alive namenode && port_open "$PORT"; then
     die "port $HOST:$PORT is already in use by another process; stop it or set TFOS_HDFS_PORT"
   fi
-  local t0=$SECONDS
+  HDFS_T0=$SECONDS
   if [[ ! -f "$RUN_DIR/data/name/current/VERSION" ]]; then
     log "formatting NameNode in $RUN_DIR/data/name"
     rm -rf "$RUN_DIR/data/name" "$RUN_DIR/data/data"
@@ -625,6 +627,10 @@ start_hdfs() {
   fi
   start_daemon namenode
   start_daemon datanode
+}
+
+await_hdfs() {  # wait until the HDFS launched by launch_hdfs accepts writes
+  ((HDFS_UP)) && return 0
   wait_for "the NameNode to listen on $HOST:$PORT" "namenode datanode" port_open "$PORT"
   # home, scratch and log-aggregation directories (NameNode only), while the DataNode registers
   java_cmd org.apache.hadoop.fs.FsShell -fs "$URL" -mkdir -p /tmp /tmp/logs "/user/$(id -un)" \
@@ -633,7 +639,7 @@ start_hdfs() {
   wait_for "the DataNode to register with the NameNode" "namenode datanode" datanode_registered
   wait_for "a test file write to $URL/.tfos-hdfs-ready to succeed" "namenode datanode" probe_write
   wait "$mkdir_pid" || log "warning: could not create /tmp, /tmp/logs and /user/$(id -un) on $URL (see $RUN_DIR/logs/mkdir.log)"
-  log "HDFS is up at $URL in $((SECONDS - t0))s (NameNode pid $(cat "$RUN_DIR/pids/namenode.pid"), DataNode pid $(cat "$RUN_DIR/pids/datanode.pid"), state in $RUN_DIR)"
+  log "HDFS is up at $URL in $((SECONDS - HDFS_T0))s (NameNode pid $(cat "$RUN_DIR/pids/namenode.pid"), DataNode pid $(cat "$RUN_DIR/pids/datanode.pid"), state in $RUN_DIR)"
 }
 
 # ---------------------------------------------------------------- YARN
@@ -643,12 +649,15 @@ cluster_labels_present() {
   [[ "$body" == *'"name":"CPU"'* && "$body" == *'"name":"GPU"'* ]]
 }
 
-start_yarn() {
+launch_rm() {  # start the ResourceManager (YARN_UP=1 when all of YARN already runs)
+  YARN_UP=0
   if yarn_running; then
     log "YARN already running: ResourceManager $HOST:$RM_PORT, web $RM_WEB"
+    YARN_UP=1
     return 0
   fi
-  local t0=$SECONDS p nm
+  YARN_T0=$SECONDS
+  local p nm
   if ! pid_alive resourcemanager; then
     for p in "$RM_SCHED_PORT" "$RM_TRACKER_PORT" "$RM_PORT" "$RM_ADMIN_PORT" "$RM_WEB_PORT"; do
       port_open "$p" && die "port $HOST:$p is already in use by another process; stop it or set TFOS_YARN_PORT_BASE / TFOS_YARN_WEB_PORT"
@@ -662,6 +671,11 @@ start_yarn() {
     fi
   done
   start_daemon resourcemanager
+}
+
+await_yarn() {  # labels into the cluster, then the NodeManagers, and wait until both serve their labels
+  ((YARN_UP)) && return 0
+  local nm
   wait_for "the ResourceManager REST API $RM_WEB/ws/v1/cluster/info to report STARTED" resourcemanager rm_started
   if ! cluster_labels_present; then
     log "adding node labels CPU and GPU (exclusive) to the cluster"
@@ -670,11 +684,12 @@ start_yarn() {
       || { cat "$RUN_DIR/logs/rmadmin.log" >&2; false; } \
       || die "rmadmin -addToClusterNodeLabels failed (log: $RUN_DIR/logs/rmadmin.log)"
   fi
+  # NodeManagers start after the labels exist: the RM rejects a registration with an unknown label
   for nm in "${NODEMANAGERS[@]}"; do start_daemon "$nm"; done
   nodes_ready() { [[ -z "$(nodes_problem)" ]]; }
   WAIT_DETAIL=nodes_problem wait_for "both NodeManagers to register, labelled GPU and CPU" \
     "resourcemanager ${NODEMANAGERS[*]}" nodes_ready
-  log "YARN is up in $((SECONDS - t0))s: ResourceManager $HOST:$RM_PORT (web $RM_WEB), NodeManagers" \
+  log "YARN is up in $((SECONDS - YARN_T0))s: ResourceManager $HOST:$RM_PORT (web $RM_WEB), NodeManagers" \
     "$HOST:${NM_PORT0[nm-gpu]} (GPU, yarn.io/gpu=$GPUS) and $HOST:${NM_PORT0[nm-cpu]} (CPU)"
 }
 
@@ -695,12 +710,18 @@ part_arg() {  # $1 -> hdfs|yarn|all
 cmd_start() {
   local part
   part="$(part_arg "${1:-}")"
+  local t0=$SECONDS
   cmd_install
   lock_instance $((START_TIMEOUT * 3))
   trap stop_started_on_failure EXIT
   write_conf
-  start_hdfs
-  [[ "$part" == hdfs ]] || start_yarn
+  # HDFS and the ResourceManager start side by side (the RM needs HDFS only once applications
+  # run); the NodeManagers follow once the RM is up and knows the node labels.
+  launch_hdfs
+  [[ "$part" == hdfs ]] || launch_rm
+  await_hdfs
+  [[ "$part" == hdfs ]] || await_yarn
+  log "ready in $((SECONDS - t0))s"
   echo "$URL"
 }
 
@@ -785,19 +806,26 @@ usage() {
   exit 2
 }
 
-cmd="${1:-}"
-[[ $# -gt 0 ]] && shift
-case "$cmd" in
-  install) cmd_install ;;
-  start) find_java; cmd_start "$@" ;;
-  stop) cmd_stop "$@" ;;
-  status) cmd_status "$@" ;;
-  env) find_java; cmd_env ;;
-  clean) cmd_clean ;;
-  yarn-logs)
-    [[ $# -ge 1 ]] || die "usage: hadoop.sh yarn-logs APPLICATION_ID [more LogsCLI arguments]"
-    find_java; app="$1"; shift; yarn_cli logs -applicationId "$app" "$@" ;;
-  yarn) find_java; yarn_cli "$@" ;;
-  fs) find_java; [[ -f "$RUN_DIR/conf/core-site.xml" ]] || write_conf; java_cmd org.apache.hadoop.fs.FsShell "$@" ;;
-  *) usage ;;
-esac
+# main runs from one line: bash reads a script as it goes, so an edit of this file while a
+# `start` waits cannot change what the running command does next.
+main() {
+  local cmd app
+  cmd="${1:-}"
+  [[ $# -gt 0 ]] && shift
+  case "$cmd" in
+    install) cmd_install ;;
+    start) find_java; cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    status) cmd_status "$@" ;;
+    env) find_java; cmd_env ;;
+    clean) cmd_clean ;;
+    yarn-logs)
+      [[ $# -ge 1 ]] || die "usage: hadoop.sh yarn-logs APPLICATION_ID [more LogsCLI arguments]"
+      find_java; app="$1"; shift; yarn_cli logs -applicationId "$app" "$@" ;;
+    yarn) find_java; yarn_cli "$@" ;;
+    fs) find_java; [[ -f "$RUN_DIR/conf/core-site.xml" ]] || write_conf; java_cmd org.apache.hadoop.fs.FsShell "$@" ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"; exit $?
