@@ -88,10 +88,15 @@ def outbound_ip(target: tuple[str, int]) -> str:
         probe.close()
 
 
-def _reserve_port() -> socket.socket:
+def _reserve_port(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", 0))
+    try:
+        sock.bind(("", port))
+    except OSError as exc:
+        sock.close()
+        raise NodeStartError(f"cannot bind port {port} (TENSORBOARD_PORT) on {socket.gethostname()}: {exc}; "
+                             "unset TENSORBOARD_PORT or pick a free port") from exc
     sock.listen(1)
     return sock
 
@@ -121,7 +126,7 @@ class Node:
         cfg = self.config
         host = outbound_ip(cfg.server_address)
         port_sock = _reserve_port()
-        tb_sock = _reserve_port() if cfg.tensorboard and (self.job_name, self.task_index) == \
+        tb_sock = _reserve_port(_tensorboard_port()) if cfg.tensorboard and (self.job_name, self.task_index) == \
             cfg.tensorboard_node() else None
         tb_port = tb_sock.getsockname()[1] if tb_sock else None
         port = port_sock.getsockname()[1]
@@ -246,6 +251,16 @@ class Node:
     def _remove_node_dir(self) -> None:
         if self.node_dir:
             shutil.rmtree(self.node_dir, ignore_errors=True)
+
+
+def _tensorboard_port() -> int:
+    """``TENSORBOARD_PORT`` from the executor's environment (as TensorFlowOnSpark honours it), else any free port."""
+    value = os.environ.get("TENSORBOARD_PORT", "")
+    if not value:
+        return 0
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise NodeStartError(f"TENSORBOARD_PORT={value!r} is not a port number (1-65535)")
+    return int(value)
 
 
 def container_tmp() -> str | None:
