@@ -1,4 +1,5 @@
-"""The MNIST main job end to end, run as a user runs it: data set-up, then training, in local mode."""
+"""The MNIST main job end to end, run as a user runs it: data set-up, then training, in local mode and with
+spark-submit on a Spark standalone cluster, with tfos's and TensorFlowOnSpark's command lines."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+
+from tests.example_runner import checkpoint_step, submit_example
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(ROOT, "examples", "mnist")
@@ -26,7 +29,8 @@ def run_script(script: str, *args: str, cwd: str, timeout: int = 900) -> tuple[s
 @pytest.fixture(scope="module")
 def mnist_tfr(tmp_path_factory):
     work = tmp_path_factory.mktemp("mnist")
-    out, _ = run_script("mnist_data_setup.py", "--output", "mnist", "--format", "tfr", cwd=str(work))
+    # TensorFlowOnSpark's HDFS-era layout: mnist/tfr/train, mnist/tfr/test
+    out, _ = run_script("mnist_data_setup.py", "--output", "mnist/tfr", "--format", "tfr", cwd=str(work))
     assert "wrote 22699 train records as tfr" in out
     assert "wrote 10000 test records as tfr" in out
     return work
@@ -34,7 +38,7 @@ def mnist_tfr(tmp_path_factory):
 
 @pytest.mark.slow
 def test_mnist_tf_trains_checkpoints_resumes_and_reports_accuracy(mnist_tfr):
-    common = ["--cluster_size", "2", "--images_labels", "mnist/train", "--test_images_labels", "mnist/test",
+    common = ["--cluster_size", "2", "--images_labels", "mnist/tfr/train", "--test_images_labels", "mnist/tfr/test",
               "--model_dir", "model", "--export_dir", "export"]
     stdout, first = run_script("mnist_tf.py", *common, "--epochs", "1", cwd=str(mnist_tfr))
     assert "no checkpoint in" in first and "starting at epoch 0 (step 0)" in first
@@ -46,6 +50,46 @@ def test_mnist_tf_trains_checkpoints_resumes_and_reports_accuracy(mnist_tfr):
     resumed = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))
     assert resumed >= accuracy - 0.01
     assert os.path.exists(os.path.join(mnist_tfr, "export", "saved_model.pb"))
+
+
+@pytest.mark.slow
+def test_mnist_tf_tfos_command_line_trains_exact_steps_and_resumes(mnist_tfr):
+    """TensorFlowOnSpark's HDFS-era line, no test-set flag: --steps is the global step target; the test set is
+    found next to the training data; a rerun with a higher --steps trains only the difference."""
+    tfos_line = ["--images", "mnist/tfr/train", "--format", "tfr", "--mode", "train", "--model", "tfos_model"]
+    stdout, output = run_script("mnist_tf.py", *tfos_line, "--steps", "30", "--export_dir", "tfos_export",
+                                cwd=str(mnist_tfr))
+    assert re.search(r"no --test_images_labels given: evaluating on \S+/mnist/tfr/test \(next to the training data\)",
+                     output)
+    assert "starting at step 0 of 30 steps: 30 to train" in output
+    assert "[worker:0] mnist: trained 30 steps in this run: global step 30" in output
+    assert checkpoint_step(str(mnist_tfr / "tfos_model")) == 30
+    assert re.fullmatch(r"test accuracy: 0\.\d{4}", stdout.strip().splitlines()[-1])
+
+    stdout, output = run_script("mnist_tf.py", *tfos_line, "--steps", "40", "--export_dir", "tfos_export",
+                                cwd=str(mnist_tfr))
+    assert "starting at step 30 of 40 steps: 10 to train" in output
+    assert "[worker:0] mnist: trained 10 steps in this run: global step 40" in output
+    assert checkpoint_step(str(mnist_tfr / "tfos_model")) == 40
+    assert re.fullmatch(r"test accuracy: 0\.\d{4}", stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_mnist_tf_on_standalone_without_a_test_set_skips_evaluation(mnist_tfr, standalone, tmp_path):
+    """spark-submit on a standalone cluster, --cluster_size from --total-executor-cores, no test set anywhere:
+    the job trains, says evaluation is skipped and exits 0."""
+    (tmp_path / "only").mkdir()
+    os.symlink(mnist_tfr / "mnist" / "tfr" / "train", tmp_path / "only" / "train")
+    stdout, stderr = submit_example("mnist/mnist_tf.py", "--images", "only/train", "--format", "tfr", "--mode",
+                                    "train", "--model", "model", "--steps", "12", cwd=tmp_path,
+                                    master_url=standalone.master_url, executors=2)
+    output = stdout + stderr  # spark-submit sends the Python driver's stderr to its stdout
+    assert f"Spark master {standalone.master_url}: 2 TF nodes" in output
+    assert re.search(r"no --test_images_labels given and no test set next to the training data "
+                     r"\(\S+/only/test does not exist\): evaluation skipped", output)
+    assert checkpoint_step(str(tmp_path / "model")) == 12  # node logs stay in the executors' logs here
+    assert "evaluation skipped: no test set (give --test_images_labels)" in stdout
+    assert "test accuracy" not in output
 
 
 def test_mnist_data_setup_rejects_mismatched_files(tmp_path):
@@ -66,15 +110,17 @@ def test_mnist_spark_feeds_train_and_validation_inputs_then_inference(mnist_tfr)
     # Without an export, mnist_inference.py fails before the cluster starts, naming the path.
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
     proc = subprocess.run([sys.executable, os.path.join(MNIST, "mnist_inference.py"), "--images_labels",
-                           "mnist/test", "--export_dir", "no_such_export"], cwd=str(mnist_tfr), env=env,
+                           "mnist/tfr/test", "--export_dir", "no_such_export"], cwd=str(mnist_tfr), env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert re.search(r"--export_dir \S+/no_such_export: no such directory", proc.stderr), proc.stderr[-3000:]
     assert "starting TF cluster" not in proc.stderr
 
-    stdout, output = run_script("mnist_spark.py", "--cluster_size", "2", "--images_labels", "mnist/train",
-                                "--test_images_labels", "mnist/test", "--model_dir", "spark_model",
-                                "--export_dir", "spark_export", "--epochs", "1", cwd=str(mnist_tfr))
+    # TensorFlowOnSpark 2.x's mnist_spark.py line: no --format (detected), no test flag (found next to train)
+    stdout, output = run_script("mnist_spark.py", "--cluster_size", "2", "--images_labels", "mnist/tfr/train",
+                                "--model_dir", "spark_model", "--export_dir", "spark_export", "--epochs", "1",
+                                cwd=str(mnist_tfr))
+    assert re.search(r"no --test_images_labels given: evaluating on \S+/mnist/tfr/test", output)
     # Exact epochs: both inputs split evenly over the 2 workers (the smallest shard's rows each),
     # the remainder logged; shards differ by at most one row per input partition.
     for name, rows in (("train", 22699), ("validation", 2000)):
@@ -90,7 +136,7 @@ def test_mnist_spark_feeds_train_and_validation_inputs_then_inference(mnist_tfr)
     accuracy = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))
     assert accuracy >= 0.90
     # Batch inference in InputMode.SPARK with the export: one output per test image.
-    stdout, output = run_script("mnist_inference.py", "--cluster_size", "2", "--images_labels", "mnist/test",
+    stdout, output = run_script("mnist_inference.py", "--cluster_size", "2", "--images_labels", "mnist/tfr/test",
                                 "--export_dir", "spark_export", "--output", "predictions", cwd=str(mnist_tfr))
     lines = stdout.strip().splitlines()
     assert re.match(r"inferred 10000 rows in [\d.]+s \(\d+ rows/s\)$", lines[-2]), lines[-2]
@@ -105,9 +151,11 @@ def test_mnist_spark_feeds_train_and_validation_inputs_then_inference(mnist_tfr)
 
 @pytest.mark.slow
 def test_mnist_pipeline_fits_then_transforms_the_test_images(mnist_tfr):
-    stdout, output = run_script("mnist_pipeline.py", "--cluster_size", "2", "--images_labels", "mnist/train",
-                                "--test_images_labels", "mnist/test", "--model_dir", "pipeline_model",
+    # TensorFlowOnSpark 2.x's mnist_pipeline.py train line; the test set is found next to the training data
+    stdout, output = run_script("mnist_pipeline.py", "--cluster_size", "2", "--images_labels", "mnist/tfr/train",
+                                "--format", "tfr", "--mode", "train", "--model_dir", "pipeline_model",
                                 "--export_dir", "pipeline_export", "--epochs", "1", cwd=str(mnist_tfr))
+    assert re.search(r"no --test_images_labels given: evaluating on \S+/mnist/tfr/test", output)
     assert re.search(r"input 'input': 22699 rows over 2 workers -> \d+ rows per worker per epoch", output)
     assert re.search(r"transform of 10000 test images took [\d.]+s", output)
     accuracy = float(re.fullmatch(r"test accuracy: (0\.\d{4})", stdout.strip().splitlines()[-1]).group(1))

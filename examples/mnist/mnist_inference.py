@@ -9,6 +9,10 @@ and prints ``inference accuracy: 0.XXXX`` as its last line.
 
     spark-submit examples/mnist/mnist_inference.py --cluster_size 2 --images_labels mnist/test \
         --format tfr --export_dir mnist_export
+
+TensorFlowOnSpark 2.x's command line (``--cluster_size --images_labels --export_dir --output``) works as
+written: ``--format`` defaults to what the files hold, ``--cluster_size`` to the executors Spark was
+given, and ``--export_dir`` may also be a directory of timestamped exports (the newest is used).
 """
 
 from __future__ import annotations
@@ -27,25 +31,42 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from mnist_spark import load  # noqa: E402
+from mnist_tf import executor_count, spark_conf  # noqa: E402
 
 OUTPUT_SCHEMA = "prediction bigint, label bigint"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """tfos's flags; TensorFlowOnSpark's ``--images`` and one-letter forms are aliases."""
     p = argparse.ArgumentParser(description="MNIST batch inference on tfos, InputMode.SPARK")
-    p.add_argument("--cluster_size", type=int, default=2, help="number of TF nodes (executors)")
-    p.add_argument("--images_labels", "--images", dest="images_labels", default="mnist/test",
+    p.add_argument("-n", "--cluster_size", type=int, default=None,
+                   help="number of TF nodes (default: the executors Spark was given; 2 in local mode)")
+    p.add_argument("-i", "--images_labels", "--images", dest="images_labels", default="mnist/test",
                    help="data made by mnist_data_setup.py (default FS)")
-    p.add_argument("--format", choices=["tfr", "csv"], default="tfr")
+    p.add_argument("-f", "--format", choices=["auto", "tfr", "csv"], default="auto",
+                   help="auto: TFRecords or CSV, from the first data file")
     p.add_argument("--export_dir", default="mnist_export",
-                   help="SavedModel exported by mnist_spark.py or mnist_tf.py")
-    p.add_argument("--batch_size", type=int, default=256, help="rows per prediction batch on each node")
-    p.add_argument("--output", default=None, help="directory to save the predictions to as CSV (optional)")
+                   help="SavedModel exported by mnist_spark.py or mnist_tf.py (or a directory of timestamped ones)")
+    p.add_argument("-b", "--batch_size", type=int, default=256, help="rows per prediction batch on each node")
+    p.add_argument("-o", "--output", default="predictions",
+                   help="directory to save the predictions to as CSV ('' to skip)")
     return p.parse_args(argv)
 
 
-def check_inputs(args: argparse.Namespace, default_fs: str | None) -> None:
-    """Exit naming the path when ``--images_labels`` or the SavedModel in ``--export_dir`` is missing."""
+def find_export(fs, export: str) -> str | None:
+    """``export`` when it holds a SavedModel, else its newest (highest-named) sub-directory that does."""
+    if fs.exists(export.rstrip("/") + "/saved_model.pb"):
+        return export
+    if not fs.isdir(export):
+        return None
+    versions = sorted((n for n in fs.listdir(export) if fs.exists(f"{export.rstrip('/')}/{n}/saved_model.pb")),
+                      key=lambda n: (len(n), n))
+    return f"{export.rstrip('/')}/{versions[-1]}" if versions else None
+
+
+def check_inputs(args: argparse.Namespace, default_fs: str | None) -> str:
+    """Exit naming the path when ``--images_labels`` or the SavedModel in ``--export_dir`` is missing;
+    returns the SavedModel directory."""
     from tfos.io.filesystem import FileSystem
     from tfos.io.paths import absolute_path
 
@@ -55,10 +76,14 @@ def check_inputs(args: argparse.Namespace, default_fs: str | None) -> None:
             raise SystemExit(f"mnist_inference.py: error: --images_labels {data}: no such directory "
                              "(run mnist_data_setup.py first)")
         export = absolute_path(args.export_dir, default_fs, os.getcwd())
-        if not fs.exists(export.rstrip("/") + "/saved_model.pb"):
+        found = find_export(fs, export)
+        if found is None:
             what = "no saved_model.pb in it" if fs.isdir(export) else "no such directory"
             raise SystemExit(f"mnist_inference.py: error: --export_dir {export}: {what} "
                              "(export a model with mnist_spark.py or mnist_tf.py first)")
+        if found != export:
+            logging.info("--export_dir %s: using its newest export %s", export, found)
+        return found
 
 
 def main_fun(args: argparse.Namespace, ctx: NodeContext) -> None:
@@ -93,18 +118,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     import tfos
     from tfos.io.paths import absolute_path, default_fs
 
-    conf = SparkConf().setAppName("mnist_inference").setIfMissing("spark.master", f"local[{args.cluster_size}]")
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark = SparkSession.builder.config(conf=spark_conf("mnist_inference", args.cluster_size or 2)).getOrCreate()
     sc = spark.sparkContext
     try:
         fs = default_fs(sc)
-        check_inputs(args, fs)  # before the cluster starts
+        args.export_dir = check_inputs(args, fs)  # before the cluster starts
+        args.cluster_size = args.cluster_size or executor_count(sc, 2)
+        logging.info("Spark master %s: %d TF nodes", sc.master, args.cluster_size)
         images = load(spark, absolute_path(args.images_labels, fs, os.getcwd()), args.format)
         expected = images.count()
         cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.SPARK)
