@@ -221,15 +221,24 @@ class Node:
         return env
 
     def supervise(self, raise_on_failure: bool = False) -> None:
-        """Wait for the TF process; report an abnormal exit the process could not report itself."""
+        """Wait for the TF process; report an abnormal exit the process could not report itself.
+
+        With ``raise_on_failure`` (the start task owns the node) the node's directory is removed
+        afterwards; in InputMode.SPARK it stays, since feed tasks read the exit state there.
+        """
+        try:
+            self._wait_and_report(raise_on_failure)
+        finally:
+            if raise_on_failure:
+                self._remove_node_dir()  # payload (secret, pickled main), feed sockets and spills
+
+    def _wait_and_report(self, raise_on_failure: bool) -> None:
         assert self.process is not None
         try:
             code = self.process.wait()
         finally:
             if self.gpu is not None:
                 self.gpu.release()  # the GPUs are free for the next node on this host
-            if raise_on_failure:  # the start task owns the node: nothing reads its directory any more
-                self._remove_node_dir()  # (InputMode.SPARK keeps it: feed tasks read the exit state there)
         if code == 0:
             self.log.info("TF process exited normally")
             return
@@ -246,7 +255,6 @@ class Node:
         if raise_on_failure:
             raise NodeStartError(message + "; see the driver's exception or this executor's stderr for the "
                                  "node's traceback")
-
 
     def _remove_node_dir(self) -> None:
         if self.node_dir:
