@@ -3,16 +3,15 @@
 When YARN kills a container (memory limit, preemption, lost NodeManager) or a standalone worker
 loses its executor, nothing on that executor can report it. Spark's driver learns it from the
 cluster manager, with the reason (on YARN, the container's diagnostic: "Container killed by YARN
-for exceeding physical memory limits ..."). Its status REST API lists removed executors with that
-``removeReason``; the JVM's list of live executor ids is the fallback when the UI is off.
+for exceeding physical memory limits ..."). The driver's status store (what the UI's Executors
+tab shows) keeps removed executors with that ``removeReason``; the JVM's list of live executor ids
+is the fallback.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import urllib.request
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,25 +37,24 @@ def lost_in_job_error(message: str) -> dict[str, str]:
 class ExecutorLossProbe:
     """Asks the Spark driver which executors are gone; cheap enough to call every few seconds."""
 
-    def __init__(self, sc: Any, timeout: float = 2.0):
+    def __init__(self, sc: Any):
         self.sc = sc
-        self.timeout = timeout
-        self._rest_broken = False
 
-    def _rest(self) -> dict[str, str] | None:
-        url = None if self._rest_broken else self.sc.uiWebUrl
-        if not url:
-            return None
+    def _removed(self) -> dict[str, str] | None:
+        """Removed executors and their reasons from the driver's status store (what the UI shows)."""
         try:
-            with urllib.request.urlopen(f"{url}/api/v1/applications/{self.sc.applicationId}/allexecutors",
-                                        timeout=self.timeout) as reply:
-                executors = json.load(reply)
-        except (OSError, ValueError) as exc:
-            logger.debug("Spark status API at %s unusable (%s); using the executor list", url, exc)
-            self._rest_broken = True
+            summaries = self.sc._jsc.sc().statusStore().executorList(False)
+            removed = {}
+            for i in range(summaries.length()):
+                summary = summaries.apply(i)
+                if not summary.isActive() and summary.id() != "driver":
+                    reason = summary.removeReason()
+                    removed[str(summary.id())] = (str(reason.get()) if reason.isDefined()
+                                                  else "removed by Spark (no reason given)")
+            return removed
+        except Exception as exc:  # noqa: BLE001 - another Spark version, or a stopping context
+            logger.debug("Spark's status store is unusable (%s); using the executor list", exc)
             return None
-        return {str(e["id"]): e.get("removeReason") or "removed by Spark (no reason given)"
-                for e in executors if not e.get("isActive", True) and e.get("id") != "driver"}
 
     def _live_ids(self) -> set[str] | None:
         try:
@@ -69,7 +67,7 @@ class ExecutorLossProbe:
         """The subset of ``executor_ids`` (Spark executor ids) that are no longer alive, with reasons."""
         if not executor_ids:
             return {}
-        removed = self._rest()
+        removed = self._removed()
         if removed is not None:
             return {e: removed[e] for e in executor_ids if e in removed}
         live = self._live_ids()
