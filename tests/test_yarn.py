@@ -124,15 +124,6 @@ def test_kill_of_a_container_is_a_node_failure_naming_yarns_reason(yarn_cluster,
     assert_no_leftovers(*nodes.values())
 
 
-def test_memory_kill_names_the_setting_to_raise(yarn_cluster, tmp_path, tfos_zip):
-    result, nodes, _ = _kill_while_running(yarn_cluster, tmp_path, tfos_zip, "memory", "pid", kill=False)
-    detected, _ = _detected(yarn_cluster, result)
-    assert detected["type"] == "NodeFailure" and detected["node"] == "worker:1", detected
-    assert "physical memory" in detected["message"], detected  # YARN's own diagnostic
-    assert "spark.executor.memoryOverhead" in detected["message"], detected
-    assert_no_leftovers(*nodes.values())
-
-
 @pytest.fixture(scope="module")
 def env_archive(tmp_path_factory) -> str:
     """This venv packed with ``tfos pack-env`` (tfos itself left out: it travels as --py-files)."""

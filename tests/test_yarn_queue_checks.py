@@ -136,3 +136,16 @@ def test_describe_lists_queues_and_nodes_by_label(rm_url):
     assert {q["name"]: q["default_label"] for q in view["queues"]} == {"CPU_Q": "CPU", "GPU_Q": "GPU", "OLD_Q": "CPU"}
     assert view["nodes"]["GPU"]["gpus"] == 4 and view["nodes"]["CPU"]["gpus"] == 0
     assert yarn.describe(["http://127.0.0.1:1"])["reachable"] is False
+
+
+# ------------------------------------------------------------------ a lost executor's reason
+def test_a_memory_kill_names_the_setting_to_raise():
+    from tfos.cluster.executor_loss import lost_in_job_error, memory_hint
+
+    reason = ("Container killed by YARN for exceeding physical memory limits. 2.1 GB of 2 GB physical memory used. "
+              "Consider boosting spark.executor.memoryOverhead.")
+    job_error = f"Job aborted: ExecutorLostFailure (executor 7 exited caused by one of the running tasks) Reason: {reason}\n"
+    assert lost_in_job_error(job_error) == {"7": reason}
+    assert "spark.executor.memoryOverhead" in memory_hint(reason) and "TF process" in memory_hint(reason)
+    assert memory_hint("Container marked as failed: ... Exit status: 137. Diagnostics: Killed by signal")
+    assert memory_hint("Container released by the ResourceManager (preempted)") == ""

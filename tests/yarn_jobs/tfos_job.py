@@ -6,8 +6,7 @@ MODE ``record``: every TF node prints ``TFOS_NODE_RECORD {json}`` (its interpret
 imported from, its GPUs and container) to its executor's stdout, and the job ends normally.
 ``raise``: worker:1's main raises, so the driver raises ``NodeFailure`` and the application fails.
 ``sleep``: every node writes ``DIR/<role>-<index>.json`` (its pid, its executor JVM's pid) and waits
-up to S seconds, so a test can kill one. ``memory``: worker:1 allocates memory until YARN kills
-its container. In every failing mode the driver prints ``TFOS_DETECTED {json}`` (wall-clock time,
+up to S seconds, so a test can kill one. In every failing mode the driver prints ``TFOS_DETECTED {json}`` (wall-clock time,
 node, message) before it re-raises.
 """
 
@@ -33,14 +32,7 @@ def main_fun(args, ctx):
     print("TFOS_NODE_RECORD " + json.dumps(record), flush=True)
     if args.mode == "raise" and node == "worker:1":
         raise ValueError("tfos-yarn-test: bad input in shard 1")
-    if args.mode == "memory" and node == "worker:1":
-        hog = []
-        for _ in range(64):  # up to 8 GB, far past any executor container's limit here
-            hog.append(bytearray(128 * 2**20))
-            for i in range(0, len(hog[-1]), 4096):
-                hog[-1][i] = 1  # touch every page: resident, so YARN's monitor counts it
-            time.sleep(0.2)
-    if args.mode in ("sleep", "memory"):
+    if args.mode == "sleep":
         if args.pid_dir:
             path = os.path.join(args.pid_dir, f"{ctx.job_name}-{ctx.task_index}.json")
             with open(path + ".tmp", "w") as f:
@@ -51,7 +43,7 @@ def main_fun(args, ctx):
 
 def parse_args(argv):
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["record", "raise", "sleep", "memory"])
+    p.add_argument("mode", choices=["record", "raise", "sleep"])
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--pid_dir", default="")
     p.add_argument("--max_wait", type=float, default=240)

@@ -17,16 +17,20 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _JOB_LOSS = re.compile(r"ExecutorLostFailure \(executor (\S+) exited[^)]*\) Reason: ([^\n]*)")
-_MEMORY_KILL = re.compile(r"physical memory|memory limit|Exit status: (137|-104)|OOM|OutOfMemory", re.I)
+_MEMORY_KILL = re.compile(r"physical memory|memory limit|OOM|OutOfMemory|Exit status: -104", re.I)
+_SIGKILL = re.compile(r"Exit status: 137|exit code 137|code 137", re.I)
+_RAISE_MEMORY = ("its TF process, the TF launcher and the Python workers count against the container, so raise "
+                 "spark.executor.memoryOverhead (e.g. --conf spark.executor.memoryOverhead=2g) or set "
+                 "spark.executor.pyspark.memory")
 
 
 def memory_hint(reason: str) -> str:
     """The setting to change when ``reason`` reads like a memory kill, else ''."""
-    if not _MEMORY_KILL.search(reason or ""):
-        return ""
-    return ("; the executor's container ran out of memory: its TF process, the TF launcher and the Python "
-            "workers count against it, so raise spark.executor.memoryOverhead (e.g. --conf "
-            "spark.executor.memoryOverhead=2g) or set spark.executor.pyspark.memory")
+    if _MEMORY_KILL.search(reason or ""):
+        return f"; the executor's container ran out of memory: {_RAISE_MEMORY}"
+    if _SIGKILL.search(reason or ""):
+        return f"; exit status 137 is a SIGKILL, often the kernel's or YARN's memory killer: if so, {_RAISE_MEMORY}"
+    return ""
 
 
 def lost_in_job_error(message: str) -> dict[str, str]:
