@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.example_runner import EXAMPLES, last_line, load_module, metric, run_example
+from tests.example_runner import (
+    EXAMPLES,
+    checkpoint_step,
+    last_line,
+    load_module,
+    metric,
+    run_example,
+    submit_example,
+)
 
 CIFAR = EXAMPLES / "cifar10"
 
@@ -60,3 +68,21 @@ def test_train_on_two_workers_then_evaluate_and_infer(workdir):
     assert all(0 <= int(r[1]) < 10 and 0 < float(r[2]) <= 1 for r in rows)
     # the same checkpoint on the same images: inference agrees with the evaluation
     assert np.mean([r[0] == r[1] for r in rows]) == pytest.approx(precision, abs=6e-5)  # printed to 4 places
+
+
+@pytest.mark.slow
+def test_tensorflowonspark_command_lines_on_standalone(workdir, standalone):
+    """TensorFlowOnSpark's cifar10_train.py / cifar10_eval.py flags, as written: spark-submit on a standalone
+    cluster, --cluster_size from the executors, --max_steps the exact global step, TF-style booleans."""
+    out, err = submit_example("cifar10/cifar10_train.py", "--data_dir", "data", "--train_dir", "tfos_train",
+                              "--max_steps", "15", "--num_gpus", "0", "--batch_size", "16",
+                              "--log_device_placement=false", cwd=workdir, master_url=standalone.master_url,
+                              executors=2, py_files=("cifar10/cifar10_model.py",))
+    output = out + err  # spark-submit sends the Python driver's stderr to its stdout
+    assert f"Spark master {standalone.master_url}: 2 TF nodes" in output
+    assert "trained 15 steps on 2 node(s)" in out
+    assert checkpoint_step(workdir / "tfos_train") == 15  # not rounded up to --save_steps (100)
+    out = run_example("cifar10/cifar10_eval.py", "--data_dir", "data", "--checkpoint_dir", "tfos_train",
+                      "--eval_dir", "tfos_eval", "--eval_data", "test", "--run_once=True", cwd=workdir, timeout=240)
+    assert 0.0 <= metric(out, "precision @ 1") <= 1.0
+    assert list((workdir / "tfos_eval").glob("events.out.tfevents.*"))

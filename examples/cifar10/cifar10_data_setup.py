@@ -49,14 +49,11 @@ def write_split(spark: Any, paths: list[str], out_dir: str, partitions: int) -> 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     from tfos.io.paths import absolute_path, default_fs
 
-    conf = SparkConf().setAppName("cifar10_data_setup")
-    conf.setIfMissing("spark.master", "local[2]")
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark = SparkSession.builder.config(conf=cifar10_model.spark_conf("cifar10_data_setup", 2)).getOrCreate()
     output = absolute_path(args.output, default_fs(spark.sparkContext), os.getcwd())
     for split, names in (("train", cifar10_model.TRAIN_FILES), ("test", cifar10_model.TEST_FILES)):
         paths = [os.path.join(args.data_dir, name) for name in names]

@@ -10,6 +10,12 @@ every record of ``--data_dir/test`` through the model (central 24x24 crops) and 
 checkpoint as it appears (every ``--eval_interval_secs``), like the TensorFlow tutorial's
 ``cifar10_eval.py``. A single-process TF program: it needs no Spark. Paths are local or full
 URIs (``hdfs://namenode:8020/user/me/cifar10_train``).
+
+TensorFlowOnSpark's command line works as written: ``--data_dir --checkpoint_dir --eval_dir``,
+``--eval_data test|train_eval`` (the test records, or the training records), ``--run_once[=true]``,
+``--eval_interval_secs``, ``--num_examples``, ``--batch_size`` (``--rdma`` is accepted and ignored). Under
+``spark-submit`` (e.g. ``--master yarn --deploy-mode cluster``) it starts a SparkContext, as a Spark
+application must, evaluates in the driver and resolves relative paths against ``fs.defaultFS``.
 """
 
 from __future__ import annotations
@@ -26,14 +32,18 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """tfos's flags, with TensorFlowOnSpark's (TensorFlow-flags style booleans accepted)."""
     p = argparse.ArgumentParser(description="CIFAR-10 evaluation")
     p.add_argument("--data_dir", default="cifar10_data", help="TFRecords from cifar10_data_setup.py (has test/)")
     p.add_argument("--checkpoint_dir", default="cifar10_train", help="checkpoints from cifar10_train.py")
     p.add_argument("--eval_dir", default="cifar10_eval", help="TensorBoard summaries of the evaluation")
-    p.add_argument("--run_once", action="store_true", help="evaluate the latest checkpoint once and exit")
+    p.add_argument("--eval_data", choices=["test", "train_eval"], default="test",
+                   help="evaluate on the test records (data_dir/test) or the training records (data_dir/train)")
+    cifar10_model.add_bool_flag(p, "run_once", "evaluate the latest checkpoint once and exit")
     p.add_argument("--eval_interval_secs", type=float, default=300, help="how often to look for new checkpoints")
     p.add_argument("--num_examples", type=int, default=0, help="evaluate at most this many (0: all)")
     p.add_argument("--batch_size", type=int, default=128)
+    cifar10_model.add_bool_flag(p, "rdma", "TensorFlowOnSpark flag, ignored (no RDMA transport)")
     return p.parse_args(argv)
 
 
@@ -61,7 +71,8 @@ def eval_once(args: argparse.Namespace, model: Any, checkpoint: str, writer: Any
     import tensorflow as tf
 
     step = cifar10_model.restore(model, checkpoint)
-    files = cifar10_model.tfrecord_files(args.data_dir.rstrip("/") + "/test")
+    split = "test" if args.eval_data == "test" else "train"
+    files = cifar10_model.tfrecord_files(f"{args.data_dir.rstrip('/')}/{split}")
     precision, n = evaluate(model, files, args.batch_size, args.num_examples)
     with writer.as_default():
         tf.summary.scalar("precision @ 1", precision, step=step)
@@ -74,6 +85,26 @@ def eval_once(args: argparse.Namespace, model: Any, checkpoint: str, writer: Any
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sc = None
+    if cifar10_model.submitted_master():  # a Spark application (YARN cluster mode waits for its SparkContext)
+        from pyspark import SparkContext
+
+        from tfos.io.paths import absolute_path, default_fs
+
+        sc = SparkContext.getOrCreate(cifar10_model.spark_conf("cifar10_eval", 1))
+        fs = default_fs(sc)
+        for name in ("data_dir", "checkpoint_dir", "eval_dir"):
+            setattr(args, name, absolute_path(getattr(args, name), fs, os.getcwd()))
+        logging.info("Spark master %s: evaluating in the driver", sc.master)
+    try:
+        evaluate_checkpoints(args)
+    finally:
+        if sc is not None:
+            sc.stop()
+
+
+def evaluate_checkpoints(args: argparse.Namespace) -> None:
+    """Evaluate the newest checkpoint (and, without ``--run_once``, each new one as it appears)."""
     import tensorflow as tf
 
     model = cifar10_model.build_model()

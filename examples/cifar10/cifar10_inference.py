@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data_dir", default="cifar10_data", help="TFRecords from cifar10_data_setup.py (has test/)")
     p.add_argument("--checkpoint_dir", default="cifar10_train", help="checkpoints from cifar10_train.py")
     p.add_argument("--output", default="cifar10_predictions", help="predictions directory (default FS)")
-    p.add_argument("--cluster_size", type=int, default=2, help="TF nodes (executors)")
+    p.add_argument("--cluster_size", type=int, default=None,
+                   help="TF nodes (default: the executors Spark was given; 2 in local mode)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--repeat", type=int, default=1, help="pass over the data this many times (benchmarks)")
     p.add_argument("--num_gpus", type=int, default=1, help="GPUs per node (CPU where the host has none)")
@@ -132,12 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark import SparkConf, SparkContext
+    from pyspark import SparkContext
 
-    conf = SparkConf().setAppName("cifar10_inference")
-    conf.setIfMissing("spark.master", f"local[{args.cluster_size}]")
-    sc = SparkContext(conf=conf)
+    sc = SparkContext(conf=cifar10_model.spark_conf("cifar10_inference", args.cluster_size or 2))
     cifar10_model.ship_to_executors(sc)
+    args.cluster_size = args.cluster_size or cifar10_model.executor_count(sc, 2)
+    logging.info("Spark master %s: %d TF nodes", sc.master, args.cluster_size)
     result = run_inference(sc, args)
     sc.stop()
     print(f"predicted {result['images']} images in {result['wall_seconds']:.1f}s end to end; "

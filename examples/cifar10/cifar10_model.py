@@ -13,6 +13,7 @@ and ``label``: the class 0-9 (int64).
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
@@ -52,6 +53,52 @@ def read_cifar_binary(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
         labels.append(records[:, 0].copy())
         images.append(records[:, 1:].reshape(-1, CHANNELS, RAW_SIZE, RAW_SIZE).transpose(0, 2, 3, 1))
     return np.concatenate(images), np.concatenate(labels)
+
+
+def tf_bool(value: str) -> bool:
+    """A TensorFlow-flags style boolean value: ``--run_once``, ``--run_once=True``, ``--run_once false``."""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "t", "yes", "y"):
+        return True
+    if text in ("0", "false", "f", "no", "n"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def add_bool_flag(parser: Any, name: str, help: str) -> None:
+    """``--name`` / ``--name=true|false`` / ``--noname``, as TensorFlow's ``DEFINE_boolean`` flags accept."""
+    parser.add_argument(f"--{name}", type=tf_bool, nargs="?", const=True, default=False, help=help)
+    parser.add_argument(f"--no{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
+
+
+def submitted_master() -> bool:
+    """True when spark-submit (or ``PYSPARK_SUBMIT_ARGS``) chose the Spark master, which then must not be overridden."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ or "--master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+
+
+def spark_conf(app: str, local_slots: int) -> Any:
+    """A SparkConf named ``app``: ``local[local_slots]`` when started with plain ``python``, else spark-submit's master."""
+    from pyspark import SparkConf
+
+    conf = SparkConf().setAppName(app)
+    if not submitted_master():
+        conf.setMaster(f"local[{local_slots}]")
+    return conf
+
+
+def executor_count(sc: Any, fallback: int) -> int:
+    """The executors the application asked for: ``spark.executor.instances`` (YARN ``--num-executors``), else
+    ``spark.cores.max`` / ``spark.executor.cores`` (standalone), else N of ``local[N]``, else ``fallback``."""
+    conf = sc.getConf()
+    instances = conf.get("spark.executor.instances")
+    if instances:
+        return max(1, int(instances))
+    master = sc.master or ""
+    cores_max = conf.get("spark.cores.max")
+    if cores_max and not master.startswith("local"):
+        return max(1, int(cores_max) // max(1, int(conf.get("spark.executor.cores", "1"))))
+    slots = master[len("local["):-1] if master.startswith("local[") else ""
+    return int(slots) if slots.isdigit() else fallback
 
 
 def ship_to_executors(sc: Any) -> None:
