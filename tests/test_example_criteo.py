@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.example_runner import EXAMPLES, last_line, load_module, metric, run_example
+from tests.example_runner import EXAMPLES, last_line, load_module, metric, run_example, submit_example
 
 CRITEO = EXAMPLES / "criteo"
 DATA = CRITEO / "data"
@@ -86,3 +86,24 @@ def test_train_and_inference_tensorflow_input_mode(tmp_path):
 @pytest.mark.slow
 def test_train_and_inference_spark_input_mode(tmp_path):
     _train_and_score(tmp_path, "spark", steps=200)
+
+
+@pytest.mark.slow
+def test_tensorflowonspark_train_line_on_standalone(tmp_path, standalone):
+    """TensorFlowOnSpark's criteo_spark.py train line (short flags, no --cluster_size: 1 ps + 2 workers from the
+    3 executors) with spark-submit on a standalone cluster."""
+    out, err = submit_example("criteo/criteo_spark.py", "-X", "train", "-i", str(DATA / "train_head1000.tsv"),
+                              "-v", VALIDATION, "-s", "60", "-b", "32", "-m", "model", cwd=tmp_path,
+                              master_url=standalone.master_url, executors=3,
+                              py_files=("criteo/criteo_data.py", "criteo/criteo_model.py"))
+    output = out + err  # spark-submit sends the Python driver's stderr to its stdout
+    assert f"Spark master {standalone.master_url}: 3 TF nodes" in output
+    assert "executor 0=ps:0, executor 1=worker:0, executor 2=worker:1" in output
+    assert 0 < metric(out, "validation loss") < metric(out, "base-rate loss")
+
+
+def test_missing_validation_path_fails_before_the_cluster_starts(tmp_path):
+    missing = str(tmp_path / "no_such.tsv")
+    with pytest.raises(AssertionError, match=r"--validation \S*no_such.tsv: no such file or directory"):
+        run_example("criteo/criteo_spark.py", "--mode", "train", "--validation", missing, "--steps", "1",
+                    cwd=tmp_path, timeout=240)

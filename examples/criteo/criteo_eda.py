@@ -76,7 +76,6 @@ def top_pairs(spark: Any, columns: list[str], top: int) -> list[tuple[str, str, 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     from tfos.io.paths import absolute_path, default_fs
@@ -85,9 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [c for c in columns if c not in criteo_data.CAT_NAMES]
     if unknown or len(columns) < 2:
         raise SystemExit(f"--pair_columns needs at least two of C1..C26; not categorical: {unknown}")
-    conf = SparkConf().setAppName("criteo_eda")
-    conf.setIfMissing("spark.master", "local[2]")
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark = SparkSession.builder.config(conf=criteo_data.spark_conf("criteo_eda", 2)).getOrCreate()
     fs = default_fs(spark.sparkContext)
     paths = [absolute_path(p, fs, os.getcwd()) for p in args.data.split(",") if p]
     criteo_data.read_dataframe(spark, paths).createOrReplaceTempView("criteo")

@@ -23,6 +23,13 @@ logs the train cross-entropy and (on the chief) the validation cross-entropy eve
 
     spark-submit examples/criteo/criteo_spark.py --mode inference --data criteo/validation \\
         --model criteo_model --output criteo_predictions --cluster_size 2
+
+TensorFlowOnSpark's ``criteo_spark.py`` command line works as written (``--mode/-X``, ``--data/-i``,
+``--validation/-v``, ``--model/-m``, ``--steps/-s``, ``--batch_size/-b``, ``--epochs/-e``,
+``--cluster_size/-n``, ``--output/-o``, ``--tensorboard/-tb``, ``--tensorboardlogdir/-tbld``;
+``--readers/-r`` and ``--rdma/-c`` are accepted and ignored). ``--cluster_size`` defaults to the
+executors Spark was given; ``--validation ''`` trains without validation (logged). A ``--data`` or
+``--validation`` path that does not exist fails before the cluster starts, naming it.
 """
 
 from __future__ import annotations
@@ -47,27 +54,47 @@ METRICS = "validation.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """tfos's flags; TensorFlowOnSpark's one-letter forms and extra flags are accepted too."""
     p = argparse.ArgumentParser(description="Criteo CTR on tfos (1 ps + N workers, tf.compat.v1)")
-    p.add_argument("--mode", choices=["train", "inference"], default="train")
-    p.add_argument("--data", default=os.path.join(DATA, "train_head1000.tsv"),
+    p.add_argument("-X", "--mode", choices=["train", "inference"], default="train")
+    p.add_argument("-i", "--data", default=os.path.join(DATA, "train_head1000.tsv"),
                    help="TSV file, directory or glob (default FS): training rows, or rows to score")
-    p.add_argument("--validation", default=",".join(os.path.join(DATA, f) for f in ("sample_a.tsv", "sample_b.tsv")),
-                   help="held-out TSV rows (comma-separated files, directory or glob), read by the chief")
-    p.add_argument("--model", default="criteo_model", help="checkpoint directory (default FS)")
-    p.add_argument("--output", default="criteo_predictions", help="inference: predictions directory")
-    p.add_argument("--steps", type=int, default=300, help="global training steps")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("-v", "--validation", default=",".join(os.path.join(DATA, f) for f in ("sample_a.tsv", "sample_b.tsv")),
+                   help="held-out TSV rows (comma-separated files, directory or glob), read by the chief; '' for none")
+    p.add_argument("-m", "--model", default="criteo_model", help="checkpoint directory (default FS)")
+    p.add_argument("-o", "--output", default="criteo_predictions", help="inference: predictions directory")
+    p.add_argument("-s", "--steps", type=int, default=300, help="global training steps")
+    p.add_argument("-b", "--batch_size", type=int, default=32)
     p.add_argument("--model_type", choices=["linear", "dnn"], default="linear")
-    p.add_argument("--cluster_size", type=int, default=3, help="TF nodes: --num_ps parameter servers + workers")
+    p.add_argument("-n", "--cluster_size", type=int, default=None,
+                   help="TF nodes: --num_ps parameter servers + workers (default: the executors Spark was given; "
+                        "3 in local mode)")
     p.add_argument("--num_ps", type=int, default=1)
     p.add_argument("--input_mode", choices=["tf", "spark"], default="tf")
-    p.add_argument("--epochs", type=int, default=20, help="spark input mode: passes of the feed (steps end it too)")
+    p.add_argument("-e", "--epochs", type=int, default=20, help="spark input mode: passes of the feed (steps end it too)")
     p.add_argument("--learning_rate", type=float, default=0.05, help="Adagrad learning rate")
     p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the weights each row uses")
     p.add_argument("--num_buckets", type=int, default=1 << 20, help="hash buckets (weights)")
     p.add_argument("--crosses", default=criteo_model.DEFAULT_CROSSES, help="crossed pairs, e.g. C1xC2,C3xC4")
     p.add_argument("--validation_every", type=int, default=100, help="steps between validation losses")
+    p.add_argument("-tb", "--tensorboard", action="store_true", help="run TensorBoard (log dir: --tensorboardlogdir)")
+    p.add_argument("-tbld", "--tensorboardlogdir", default=None, help="TensorBoard log directory (default: --model)")
+    p.add_argument("-r", "--readers", type=int, default=1, help="TensorFlowOnSpark flag, ignored")
+    p.add_argument("-c", "--rdma", default=False, help="TensorFlowOnSpark flag, ignored (no RDMA transport)")
     return p.parse_args(argv)
+
+
+def resolve_paths(spec: str, default_fs: str, flag: str) -> str:
+    """Comma-separated paths, fully qualified; exits (before any cluster starts) naming the first missing one."""
+    from tfos.io.filesystem import FileSystem
+    from tfos.io.paths import absolute_path
+
+    paths = [absolute_path(part, default_fs, os.getcwd()) for part in spec.split(",") if part]
+    with FileSystem() as fs:
+        for path in paths:
+            if not (any(ch in path for ch in "*?[") and fs.glob(path) or fs.exists(path)):
+                raise SystemExit(f"criteo_spark.py: error: {flag} {path}: no such file or directory")
+    return ",".join(paths)
 
 
 def _files(ctx: Any, spec: str) -> list[str]:
@@ -104,8 +131,8 @@ def spark_mode_batches(feed: Any, batch_size: int) -> Iterator[criteo_data.Batch
 
 
 # training ------------------------------------------------------------------------------------
-def _validation_hook(args: argparse.Namespace, graph: criteo_model.Graph, val: criteo_data.Batch, base: float,
-                     metrics_path: str) -> Any:
+def _validation_hook(args: argparse.Namespace, graph: criteo_model.Graph, val: criteo_data.Batch | None,
+                     base: float, metrics_path: str) -> Any:
     import tensorflow as tf
 
     log = logging.getLogger("criteo")
@@ -121,16 +148,21 @@ def _validation_hook(args: argparse.Namespace, graph: criteo_model.Graph, val: c
 
         def after_run(self, run_context: Any, run_values: Any) -> None:
             step = run_values.results
-            if step >= self.next_at:
+            if val is not None and step >= self.next_at:
                 self.next_at = step + args.validation_every
                 loss = run_context.session.run(graph.loss, graph.feed(val))
                 log.info("step %d: validation loss %.4f (base rate %.4f)", step, loss, base)
 
         def end(self, session: Any) -> None:
-            loss, step = session.run([graph.loss, graph.global_step], graph.feed(val))
-            log.info("final step %d: validation loss %.4f (base rate %.4f)", step, loss, base)
             from tfos.io.filesystem import FileSystem
 
+            if val is None:
+                step = session.run(graph.global_step)
+                log.info("final step %d (no validation rows)", step)
+                FileSystem().write_bytes(metrics_path, json.dumps({"step": int(step)}).encode())
+                return
+            loss, step = session.run([graph.loss, graph.global_step], graph.feed(val))
+            log.info("final step %d: validation loss %.4f (base rate %.4f)", step, loss, base)
             oracle = criteo_data.base_rate_loss(float(val.label.mean()), val.label)
             FileSystem().write_bytes(metrics_path, json.dumps(
                 {"validation_loss": float(loss), "base_rate_loss": base, "validation_ctr_loss": oracle,
@@ -185,9 +217,12 @@ def train_fun(args: argparse.Namespace, ctx: Any) -> None:
         checkpoint_dir = None
         if is_chief:  # checkpoints go to model_dir, through a local copy where TF cannot write it directly
             checkpoint_dir = stack.enter_context(local_mirror(model_dir)).path
-            val = criteo_data.parse_lines(criteo_data.read_lines(_files(ctx, args.validation)))
-            base = criteo_data.base_rate_loss(args.train_ctr, val.label)
-            log.info("validation: %d rows, CTR %.4f; training CTR %.4f", len(val), val.label.mean(), args.train_ctr)
+            val, base = None, float("nan")
+            if args.validation:
+                val = criteo_data.parse_lines(criteo_data.read_lines(_files(ctx, args.validation)))
+                base = criteo_data.base_rate_loss(args.train_ctr, val.label)
+                log.info("validation: %d rows, CTR %.4f; training CTR %.4f", len(val), val.label.mean(),
+                         args.train_ctr)
             chief_hooks.append(_validation_hook(args, graph, val, base, join(model_dir, METRICS)))
         with v1.train.MonitoredTrainingSession(
                 master=server.target, is_chief=is_chief, checkpoint_dir=checkpoint_dir, hooks=hooks,
@@ -267,32 +302,44 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark import SparkConf, SparkContext
+    from pyspark import SparkContext
 
     import tfos
     from tfos.io.filesystem import FileSystem, join
     from tfos.io.paths import absolute_path, default_fs
 
-    conf = SparkConf().setAppName(f"criteo_{args.mode}")
-    conf.setIfMissing("spark.master", f"local[{args.cluster_size}]")
-    sc = SparkContext(conf=conf)
+    if args.rdma or args.readers != 1:
+        logging.info("--rdma and --readers are ignored (no RDMA transport; one reader per worker)")
+    sc = SparkContext(conf=criteo_data.spark_conf(f"criteo_{args.mode}", args.cluster_size or 3))
     ship_modules(sc, "criteo_data.py", "criteo_model.py")
+    args.cluster_size = args.cluster_size or criteo_data.executor_count(sc, 3)
+    logging.info("Spark master %s: %d TF nodes", sc.master, args.cluster_size)
     mode = tfos.InputMode.SPARK if args.input_mode == "spark" else tfos.InputMode.TENSORFLOW
     fs = FileSystem()
     begin = time.time()
+    args.data = resolve_paths(args.data, default_fs(sc), "--data")
     if args.mode == "train":
+        args.validation = resolve_paths(args.validation, default_fs(sc), "--validation")
+        if not args.validation:
+            logging.info("no --validation rows: training without validation")
         model_dir = absolute_path(args.model, default_fs(sc), os.getcwd())
         fs.delete(join(model_dir, METRICS), missing_ok=True)
         train_lines = _spark_lines(sc, args.data, args.cluster_size - args.num_ps).cache()
         args.train_ctr = train_lines.map(lambda line: float(line.split("\t", 1)[0] or 0)).mean()
         logging.info("training rows: %d, CTR %.4f", train_lines.count(), args.train_ctr)
-        cluster = tfos.run(sc, main_fun, args, args.cluster_size, num_ps=args.num_ps, input_mode=mode)
+        log_dir = absolute_path(args.tensorboardlogdir, default_fs(sc), os.getcwd()) if args.tensorboardlogdir \
+            else model_dir
+        cluster = tfos.run(sc, main_fun, args, args.cluster_size, num_ps=args.num_ps, input_mode=mode,
+                           tensorboard=args.tensorboard, log_dir=log_dir if args.tensorboard else None)
         if mode == tfos.InputMode.SPARK:
             cluster.train(train_lines, num_epochs=args.epochs)
         cluster.shutdown()
         metrics = json.loads(fs.read_bytes(join(model_dir, METRICS)))
         sc.stop()
         print(f"trained {metrics['step']} steps in {time.time() - begin:.1f}s; checkpoints in {model_dir}")
+        if "validation_loss" not in metrics:
+            print("validation skipped: no --validation rows")
+            return
         print(f"base-rate loss: {metrics['base_rate_loss']:.4f} (constant training CTR {metrics['train_ctr']:.4f}; "
               f"the validation rows' own CTR {metrics['validation_ctr']:.4f} would score "
               f"{metrics['validation_ctr_loss']:.4f})")
