@@ -86,3 +86,16 @@ def test_tensorflowonspark_command_lines_on_standalone(workdir, standalone):
                       "--eval_dir", "tfos_eval", "--eval_data", "test", "--run_once=True", cwd=workdir, timeout=240)
     assert 0.0 <= metric(out, "precision @ 1") <= 1.0
     assert list((workdir / "tfos_eval").glob("events.out.tfevents.*"))
+
+
+def test_tensorflow_style_boolean_flags(monkeypatch):
+    monkeypatch.syspath_prepend(str(CIFAR))
+    train = load_module(CIFAR / "cifar10_train.py")
+    assert train.parse_args(["--log_device_placement"]).log_device_placement is True
+    assert train.parse_args(["--log_device_placement=false"]).log_device_placement is False
+    assert train.parse_args(["--nolog_device_placement"]).log_device_placement is False
+    args = train.parse_args(["--data_dir", "d", "--train_dir", "t", "--max_steps", "7", "--num_gpus", "2"])
+    assert (args.data_dir, args.train_dir, args.max_steps, args.num_gpus, args.cluster_size) == ("d", "t", 7, 2, None)
+    evaluate = load_module(CIFAR / "cifar10_eval.py")
+    assert evaluate.parse_args(["--run_once=True", "--eval_data", "train_eval"]).run_once is True
+    assert evaluate.parse_args([]).run_once is False

@@ -107,3 +107,13 @@ def test_missing_validation_path_fails_before_the_cluster_starts(tmp_path):
     with pytest.raises(AssertionError, match=r"--validation \S*no_such.tsv: no such file or directory"):
         run_example("criteo/criteo_spark.py", "--mode", "train", "--validation", missing, "--steps", "1",
                     cwd=tmp_path, timeout=240)
+
+
+def test_tensorflowonspark_short_flags(monkeypatch):
+    monkeypatch.syspath_prepend(str(CRITEO))
+    spark = load_module(CRITEO / "criteo_spark.py")
+    args = spark.parse_args(["-X", "train", "-i", "d", "-v", "v", "-m", "m", "-s", "9", "-b", "4", "-e", "2", "-n",
+                             "5", "-o", "o", "-tb", "-tbld", "logs", "-r", "2", "-c", "True"])
+    assert (args.mode, args.data, args.validation, args.model, args.steps, args.batch_size, args.epochs,
+            args.cluster_size, args.output, args.tensorboard, args.tensorboardlogdir) == (
+        "train", "d", "v", "m", 9, 4, 2, 5, "o", True, "logs")

@@ -172,3 +172,59 @@ def test_mnist_pipeline_fits_then_transforms_the_test_images(mnist_tfr):
     predicted = np.concatenate([serve(conv2d_input=tf.constant(x[i:i + 1000]))["dense_1"].numpy().argmax(axis=1)
                                 for i in range(0, len(x), 1000)])
     assert abs(float(np.mean(predicted == labels)) - accuracy) <= 0.0001
+
+
+def test_tensorflowonspark_flags_and_path_rules(tmp_path):
+    """No cluster: TFoS's flag names parse to tfos's, the test-set and export look-ups, executor counts."""
+    from types import SimpleNamespace
+
+    from tests.example_runner import load_module
+    from tfos.io.tfrecord import write_tfrecords
+
+    mnist_tf = load_module(os.path.join(MNIST, "mnist_tf.py"))
+    args = mnist_tf.parse_args(["--images", "hdfs://nn/user/me/mnist/tfr/train", "--format", "tfr", "--mode",
+                                "train", "--model", "mnist_model", "--steps", "100"])
+    assert (args.images_labels, args.model_dir, args.steps) == ("hdfs://nn/user/me/mnist/tfr/train", "mnist_model", 100)
+    assert args.test_images_labels is None and args.cluster_size is None
+    short = mnist_tf.parse_args(["-i", "a/train", "-f", "tfr", "-X", "train", "-m", "m", "-s", "5", "-n", "3",
+                                 "-e", "2", "-b", "8", "-r", "1", "-o", "p", "-tb"])
+    assert (short.images_labels, short.model_dir, short.steps, short.cluster_size, short.epochs) == ("a/train", "m", 5,
+                                                                                                     3, 2)
+    assert mnist_tf.next_to("hdfs://nn/user/me/mnist/tfr/train") == "hdfs://nn/user/me/mnist/tfr/test"
+    assert mnist_tf.next_to("file:///d/mnist_train/") == "file:///d/mnist_test"
+    assert mnist_tf.next_to("file:///d/images") is None
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    fs = "file://"
+    assert mnist_tf.find_test_set(None, str(tmp_path / "d" / "train"), fs) is None
+    (tmp_path / "d" / "test").mkdir()
+    assert mnist_tf.find_test_set(None, str(tmp_path / "d" / "train"), fs) == f"file://{tmp_path}/d/test"
+
+    def context(master: str, **conf: str) -> SimpleNamespace:
+        return SimpleNamespace(master=master, getConf=lambda: SimpleNamespace(get=lambda k, d=None: conf.get(k, d)))
+
+    assert mnist_tf.executor_count(context("yarn", **{"spark.executor.instances": "3"}), 2) == 3
+    assert mnist_tf.executor_count(context("spark://m:7077", **{"spark.cores.max": "4",
+                                                                "spark.executor.cores": "2"}), 2) == 2
+    assert mnist_tf.executor_count(context("local[3]"), 2) == 3
+    assert mnist_tf.executor_count(context("local[*]"), 2) == 2
+
+    mnist_spark = load_module(os.path.join(MNIST, "mnist_spark.py"))
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "part-00000").write_text("7,0,0,255\n")
+    write_tfrecords(str(tmp_path / "tfr" / "part-r-00000"), [b"\x08\x01"])
+    assert mnist_spark.detect_format(str(tmp_path / "csv")) == "csv"
+    assert mnist_spark.detect_format(str(tmp_path / "tfr")) == "tfr"
+
+    setup = load_module(os.path.join(MNIST, "mnist_data_setup.py"))
+    args = setup.parse_args(["--output", "mnist/tfr", "-f", "tf", "--num-partitions", "3"])
+    assert (args.output, args.format, args.num_partitions) == ("mnist/tfr", "tfr", 3)
+    assert setup.parse_args([]).format is None  # both formats, TensorFlowOnSpark 2.x's layout
+
+    inference = load_module(os.path.join(MNIST, "mnist_inference.py"))
+    from tfos.io.filesystem import FileSystem
+
+    for version in ("1600000000", "1700000000"):
+        (tmp_path / "export" / version).mkdir(parents=True)
+        (tmp_path / "export" / version / "saved_model.pb").write_bytes(b"")
+    assert inference.find_export(FileSystem(), str(tmp_path / "export")) == f"{tmp_path}/export/1700000000"
+    assert inference.find_export(FileSystem(), str(tmp_path / "nothing")) is None
