@@ -243,7 +243,9 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
     feed_id = uuid.uuid4().hex[:12]
     group = job_group or f"tfos-feed-{cluster_id}"
     names = [q for q, _ in inputs]
-    desc = f"tfos feed {'/'.join(names)} -> {n} workers x {num_epochs} epochs"
+    what = "/".join(repr(q) for q in names)
+    desc = (f"tfos {cluster_id}: feeding {f'{num_epochs} epochs of ' if num_epochs > 1 else ''}{what} "
+            f"to {n} worker{'s' if n > 1 else ''}")
     started = time.monotonic()
     failures: list[str] = []
 
@@ -377,6 +379,8 @@ def inference(sc: Any, data: Any, *, cluster_id: str, num_workers: int | None = 
     from tfos.feed.registry import _check_name
 
     _check_name("qname", qname)
+    # The result is lazy: its jobs run in the caller's thread, under this group (cancelled with the cluster).
+    sc.setJobGroup(job_group or f"tfos-feed-{cluster_id}", f"tfos {cluster_id}: inference", interruptOnCancel=True)
     plan = feeder.InferencePlan(cluster_id=cluster_id, qname=qname, feed_timeout=feed_timeout, chunk_rows=chunk_rows,
                                 chunk_bytes=chunk_bytes)
     if not _is_dataframe(data):
@@ -414,7 +418,7 @@ def end_feed(sc: Any, *, cluster_id: str, num_workers: int, job_group: str | Non
 
     def run() -> None:
         try:
-            with _JobGroup(sc, group, f"tfos end of feed ({num_workers} workers)"):
+            with _JobGroup(sc, group, f"tfos {cluster_id}: end of feed ({num_workers} workers)"):
                 rdd = sc.parallelize(range(num_workers), num_workers)
                 result["nodes"] = rdd.barrier().mapPartitions(
                     partial(feeder.end_feed_task, cluster_id, qnames)).collect()
