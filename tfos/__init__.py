@@ -1,6 +1,6 @@
 """tfos: TensorFlow training and inference on Apache Spark clusters.
 
-Native API: ``run``, ``InputMode``, ``NodeContext``. TensorFlowOnSpark 2.x modules
+Native API: ``run``, ``InputMode``, ``NodeContext``, ``ProgressCallback`` (Keras, imported on use). TensorFlowOnSpark 2.x modules
 (``TFCluster``, ``TFNode``, ``TFParallel``; also ``compat``, ``util``, ``TFSparkNode``...
 imported on use) come from :mod:`tfos.tensorflowonspark`.
 """
@@ -14,4 +14,12 @@ from tfos.cluster.validation import ClusterConfigError
 __version__ = "0.1.0"
 
 __all__ = ["ClusterConfigError", "InputMode", "NodeContext", "NodeFailure", "TFCluster", "TFNode", "TFParallel", "run",
-           "__version__"]
+           "__version__"]  # and ProgressCallback, left out so that ``import *`` does not import TensorFlow
+
+
+def __getattr__(name: str) -> object:
+    if name == "ProgressCallback":  # a Keras callback: importing it imports TensorFlow, so only on use
+        from tfos.cluster.keras_progress import ProgressCallback
+
+        return ProgressCallback
+    raise AttributeError(f"module 'tfos' has no attribute {name!r}")

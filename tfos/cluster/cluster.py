@@ -140,7 +140,7 @@ class TFCluster:
 
         def run_start_job() -> None:
             try:
-                self.sc.setJobGroup(self.start_group, f"tfos cluster {self.cluster_id}: start TF nodes",
+                self.sc.setJobGroup(self.start_group, f"tfos {self.cluster_id}: start {spark_tasks} TF nodes",
                                     interruptOnCancel=True)
                 rdd = self.sc.parallelize(range(spark_tasks), spark_tasks)
                 rdd.barrier().mapPartitionsWithIndex(start_partition).collect()
@@ -255,6 +255,15 @@ class TFCluster:
         if self._error is not None:
             raise self._error
 
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per node (``"worker:1"``): state, step, loss, epoch, metrics, examples/s and steps/s when
+        reported (``ctx.report`` / ``tfos.ProgressCallback``), seconds since its last heartbeat
+        (``heartbeat_age``) and since its last progress report (``progress_age``)."""
+        from tfos.cluster.progress import node_status
+
+        now = time.monotonic()
+        return {node.name: node_status(node, now) for node in self.server.nodes()}
+
     # feeding (InputMode.SPARK) ----------------------------------------------------------------
     def _require_spark_mode(self, what: str) -> None:
         if self.input_mode != InputMode.SPARK:
@@ -340,8 +349,12 @@ class TFCluster:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 names = ", ".join(f"{n.name} (executor {n.executor_id} on {n.host})" for n in pending)
+                from tfos.cluster.stacks import log_live_stacks
+
+                stacks = log_live_stacks(self.server, self.server.nodes(), f"shutdown timed out after {timeout}s")
                 raise TimeoutError(f"shutdown timed out after {timeout}s waiting for {names} to finish main_fun; "
-                                   f"raise shutdown(timeout=...) or check those nodes' logs")
+                                   f"raise shutdown(timeout=...) or check those nodes' logs"
+                                   + (f" (the Python stacks of {', '.join(stacks)} are logged above)" if stacks else ""))
             left = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
             version = self.server.wait_for_change(version, timeout=left)
 
@@ -433,14 +446,28 @@ class TFCluster:
 def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_executors: int, num_ps: int = 0,
         tensorboard: bool = False, input_mode: int = InputMode.TENSORFLOW, log_dir: str | None = None,
         driver_ps_nodes: bool = False, master_node: str | None = None, reservation_timeout: float = 600,
-        queues: Any = None, eval_node: bool = False, release_port: bool = True) -> TFCluster:
+        queues: Any = None, eval_node: bool = False, release_port: bool = True,
+        relay: str | None = None) -> TFCluster:
     """Start a TF cluster of ``num_executors`` nodes on the Spark application of ``sc``.
 
     Roles are assigned in order: ``num_ps`` parameter servers, then ``master_node`` ('chief'
     or 'master') when given, one evaluator when ``eval_node``, the rest workers. Each node
     runs ``main_fun(tf_args, ctx)`` in its own TF process with TF_CONFIG set. Returns once
     every node registered; call ``shutdown()`` (or use ``with``) to wait for the end.
+
+    ``relay``: what of each node's stdout, stderr (native TF output included) and Python logging
+    reaches the driver's log, on logger ``tfos.node`` as ``[worker:1] text``: ``"all"`` (the
+    default, or the driver's ``TFOS_RELAY``), ``"warnings"`` (WARNING and above, no stdout) or
+    ``"off"``. Each node ships at most 500 lines/s and queues at most 2000: a chatty main loses
+    lines (the driver logs how many; the executors' logs keep them all), it never waits for the
+    driver. Progress reported with ``ctx.report`` is logged every 15 s and in ``status()``.
     """
+    from tfos.cluster.relay import DriverRelay, ensure_visible, resolve_level
+
+    try:
+        relay_level = resolve_level(relay)
+    except ValueError as exc:
+        raise ClusterConfigError(str(exc)) from None
     validate_arguments(main_fun, num_executors, num_ps, reservation_timeout)
     input_mode = InputMode.validate(input_mode)
     try:
@@ -455,6 +482,8 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         if input_mode == InputMode.SPARK:
             validate_spark_feed(sc, spark_tasks)
     server = ReservationServer(num_executors, protocol.new_secret(), host=driver_address(sc))
+    if relay_level != "off":
+        server.log_sink = DriverRelay(relay_level).install()
     address = server.start()
     config = NodeConfig(
         cluster_id=uuid.uuid4().hex[:12], secret=server.secret, server_address=address,
@@ -476,4 +505,9 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         if failure is not None:
             raise failure from None
         raise
+    from tfos.cluster import progress
+
+    if relay_level == "all":
+        ensure_visible(progress.logger, logging.INFO)
+    cluster._spawn(lambda: progress.log_progress(server, config.cluster_id), "tfos-progress")
     return cluster

@@ -36,6 +36,7 @@ class NodeContext:
     tensorboard_url: str | None = None
     log_dir: str | None = None
     _port_fd: int | None = field(default=None, repr=False)
+    _progress: Any = field(default=None, repr=False, compare=False)  # set in the TF process
 
     # TensorFlowOnSpark spellings ------------------------------------------------------------
     @property
@@ -51,7 +52,20 @@ class NodeContext:
         """Handle passed to ``TFNode.DataFeed(ctx.mgr, ...)``; the context itself carries the feed."""
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_progress": None}  # the reporter's thread and socket stay in this process
+
     # behaviour ------------------------------------------------------------------------------
+    def report(self, step: int | None = None, loss: float | None = None, **metrics: Any) -> None:
+        """Send training progress to the driver (``cluster.status()``, its progress log line); never blocks.
+
+        ``examples=`` (examples seen so far) adds examples/s, ``epoch=`` the epoch; other keywords
+        are metrics (numbers). The latest report is sent at most once a second. Outside a TF
+        process started by tfos it does nothing.
+        """
+        if self._progress is not None:
+            self._progress.report(step=step, loss=loss, **metrics)
+
     def absolute_path(self, path: str) -> str:
         """Resolve ``path`` against the cluster's default file system (``fs.defaultFS``)."""
         from tfos.io.paths import absolute_path

@@ -5,6 +5,10 @@ from __future__ import annotations
 import collections
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tfos.cluster.relay import OutputRelay
 
 NODE_FORMAT = "%(asctime)s %(levelname)s [%(node)s] %(name)s: %(message)s"
 
@@ -43,11 +47,17 @@ class LogTail(logging.Handler):
         return list(self.records)
 
 
-def configure_process_logging(node: str, level: int = logging.INFO) -> LogTail:
-    """Set up the root logger of a TF process: stderr plus an in-memory tail, all tagged with ``node``."""
+def configure_process_logging(node: str, level: int = logging.INFO, relay: OutputRelay | None = None) -> LogTail:
+    """Set up the root logger of a TF process: stderr plus an in-memory tail, all tagged with ``node``.
+
+    With a ``relay`` the records also go to the driver, and stderr means the executor's original
+    stderr (not the relay's pipe, which would carry every record a second time).
+    """
     formatter = logging.Formatter(NODE_FORMAT)
     node_filter = _NodeFilter(node)
-    stream = logging.StreamHandler(sys.stderr)
+    out = sys.stderr if relay is None else open(relay.stderr_fd, "w", buffering=1, encoding="utf-8",  # noqa: SIM115
+                                                errors="replace", closefd=False)
+    stream = logging.StreamHandler(out)
     tail = LogTail()
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -56,5 +66,7 @@ def configure_process_logging(node: str, level: int = logging.INFO) -> LogTail:
         handler.setFormatter(formatter)
         handler.addFilter(node_filter)
         root.addHandler(handler)
+    if relay is not None:
+        root.addHandler(relay.handler)
     root.setLevel(level)
     return tail

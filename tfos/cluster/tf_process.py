@@ -2,7 +2,9 @@
 
 Started by ``tfos.cluster.node`` as ``python -m tfos.cluster.tf_process PAYLOAD``. It reports
 its state to the driver (running, finished, failed with traceback and last log lines),
-sends heartbeats, and leaves as soon as the driver asks the cluster to stop.
+sends heartbeats, and leaves as soon as the driver asks the cluster to stop. Its output and
+logging reach the driver through the relay (``tfos.cluster.relay``), ``ctx.report`` progress
+through a ``ProgressReporter``, and its thread stacks when the driver asks (``tfos.cluster.stacks``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import traceback
 from tfos.cluster import lifetime
 from tfos.cluster.node import PayloadForProcess
 from tfos.cluster.node_logging import LogTail, configure_process_logging
+from tfos.cluster.progress import ProgressReporter
+from tfos.cluster.relay import OutputRelay
+from tfos.cluster.stacks import thread_stacks
 from tfos.feed.registry import mark_tf_failed, mark_tf_finished
 from tfos.reservation.client import ReservationClient, ReservationError
 from tfos.reservation.server import FAILED, FINISHED, RUNNING, STOPPED
@@ -30,12 +35,16 @@ STOP_POLL_SECS = 600.0
 class NodeProcess:
     """Owns the threads and children of one TF process."""
 
-    def __init__(self, payload: PayloadForProcess, tail: LogTail):
+    def __init__(self, payload: PayloadForProcess, tail: LogTail, relay: OutputRelay | None = None):
         self.payload = payload
         self.ctx = payload.ctx
         self.tail = tail
+        self.relay = relay
         cfg = payload.config
         self.reporter = ReservationClient(cfg.server_address, cfg.secret)
+        self.progress = ProgressReporter(ReservationClient(cfg.server_address, cfg.secret, timeout=5.0),
+                                         self.ctx.executor_id)
+        self.ctx._progress = self.progress
         self.main_done = threading.Event()
         self.stop_requested = threading.Event()
         self.tensorboard: subprocess.Popen | None = None
@@ -44,10 +53,15 @@ class NodeProcess:
         cfg = self.payload.config
         client = ReservationClient(cfg.server_address, cfg.secret, timeout=10.0)
         misses = 0
+        answered = 0  # the last stack request answered
         while not self.stop_requested.wait(cfg.heartbeat_interval):
             try:
-                client.heartbeat(self.ctx.executor_id)
+                reply = client.heartbeat_reply(self.ctx.executor_id)
                 misses = 0
+                wanted = reply.get("stacks")
+                if isinstance(wanted, int) and wanted > answered:
+                    answered = wanted
+                    client.stacks(self.ctx.executor_id, wanted, thread_stacks())
             except ReservationError as exc:
                 misses += 1
                 if misses >= HEARTBEAT_MISSES_BEFORE_EXIT:
@@ -95,8 +109,11 @@ class NodeProcess:
     def _exit(self, code: int) -> None:
         if self.tensorboard is not None:
             self.tensorboard.terminate()
+        self.progress.close()
         sys.stdout.flush()
         sys.stderr.flush()
+        if self.relay is not None:
+            self.relay.close()  # the last lines (a traceback) reach the driver before the exit
         logging.shutdown()
         os._exit(code)
 
@@ -143,8 +160,10 @@ def main(argv: list[str]) -> None:
     with open(argv[1], "rb") as f:
         payload: PayloadForProcess = cloudpickle.load(f)
     os.unlink(argv[1])
-    tail = configure_process_logging(os.environ.get("TFOS_NODE", "node"))
-    NodeProcess(payload, tail).run()
+    cfg = payload.config
+    relay = OutputRelay.for_node(cfg.server_address, cfg.secret, payload.ctx.executor_id)
+    tail = configure_process_logging(os.environ.get("TFOS_NODE", "node"), relay=relay)
+    NodeProcess(payload, tail, relay).run()
 
 
 if __name__ == "__main__":

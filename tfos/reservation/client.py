@@ -100,6 +100,22 @@ class ReservationClient:
         self.request(protocol.REPORT, {"executor_id": executor_id, "state": state, "error": error,
                                        "log_tail": log_tail or []})
 
+    def heartbeat_reply(self, executor_id: int) -> dict[str, Any]:
+        """Record liveness; the whole reply (``stop``, ``stacks``: the latest stack request id)."""
+        return self.request(protocol.HEARTBEAT, {"executor_id": executor_id})
+
+    def log(self, executor_id: int, lines: list[tuple[str, int, str]], dropped: int = 0) -> str:
+        """Ship relayed output lines ``(stream, level, text)``; returns the relay level the driver asks for."""
+        reply = self.request(protocol.LOG, {"executor_id": executor_id, "lines": [list(x) for x in lines],
+                                            "dropped": dropped})
+        return str(reply.get("relay", "off"))
+
+    def progress(self, executor_id: int, progress: dict[str, Any]) -> None:
+        self.request(protocol.PROGRESS, {**progress, "executor_id": executor_id})
+
+    def stacks(self, executor_id: int, request: int, text: str) -> None:
+        self.request(protocol.STACKS, {"executor_id": executor_id, "request": request, "text": text})
+
     def await_stop(self, executor_id: int, timeout: float) -> bool:
         """Long poll: returns True as soon as the driver requests the cluster stop."""
         reply = self.request(protocol.AWAIT_STOP, {"executor_id": executor_id, "timeout": timeout},

@@ -33,7 +33,10 @@ REPORT = "report"
 AWAIT_STOP = "await_stop"
 QUERY = "query"
 STOP = "stop"
-REQUEST_TYPES = frozenset({REGISTER, AWAIT_SPEC, HEARTBEAT, REPORT, AWAIT_STOP, QUERY, STOP})
+LOG = "log"  # a batch of a node's output lines (relay); the reply says the relay level
+PROGRESS = "progress"  # a node's latest training progress (step, loss, metrics)
+STACKS = "stacks"  # a node's Python thread stacks, answering a request carried by heartbeat replies
+REQUEST_TYPES = frozenset({REGISTER, AWAIT_SPEC, HEARTBEAT, REPORT, AWAIT_STOP, QUERY, STOP, LOG, PROGRESS, STACKS})
 OK = "ok"
 ERROR = "error"
 

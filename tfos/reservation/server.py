@@ -21,7 +21,7 @@ import socketserver
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tfos.reservation import protocol
 from tfos.reservation.protocol import Message, ProtocolError
@@ -37,6 +37,11 @@ TERMINAL_STATES = frozenset({FINISHED, FAILED, STOPPED})
 _REQUIRED_REGISTRATION_FIELDS = {"executor_id": int, "host": str, "port": int, "job_name": str, "task_index": int}
 MAX_LONG_POLL_SECS = 3600.0
 STOP_REQUEST = "stop_request"  # the one message the stop key may sign
+LOG_STREAMS = frozenset({"out", "err", "log"})
+MAX_LOG_LINES_PER_MESSAGE = 5000
+MAX_LOG_LINE_CHARS = 8192
+MAX_PROGRESS_METRICS = 64
+MAX_STACKS_CHARS = 256 * 1024
 _STOP_KEY_LABEL = b"tfos reservation stop request v1"
 
 
@@ -111,6 +116,9 @@ class NodeRecord:
     last_seen: float = field(default_factory=time.monotonic)
     error: str | None = None
     log_tail: list[str] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)  # the latest PROGRESS body
+    progress_at: float | None = None
+    stacks: dict[int, str] = field(default_factory=dict)  # stack request id -> the node's answer
 
     @property
     def name(self) -> str:
@@ -125,6 +133,14 @@ class NodeRecord:
             "job_name": self.job_name,
             "task_index": self.task_index,
         }
+
+
+class LogSink(Protocol):
+    """Where relayed node output goes on the driver (``tfos.cluster.relay.DriverRelay``)."""
+
+    level: str
+
+    def deliver(self, node: str, lines: list[tuple[str, int, str]], dropped: int) -> None: ...
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -203,6 +219,8 @@ class ReservationServer:
         self._rejected = 0
         self._version = 0
         self._abort: str | None = None
+        self._stacks_request = 0
+        self.log_sink: LogSink | None = None  # relayed node output; None: nodes are told the relay is off
         self._tcp: _TCPServer | None = None
         self._thread: threading.Thread | None = None
         self.closed = False
@@ -270,6 +288,26 @@ class ReservationServer:
         with self._cond:
             return self._client_stop_requests > 0
 
+    def wait_closed(self, timeout: float) -> bool:
+        """Block until the server is closed (True) or ``timeout`` passed (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.closed, timeout)
+
+    def request_stacks(self) -> int:
+        """Ask every node for its Python stacks (carried by the next heartbeat reply); returns the request id."""
+        with self._cond:
+            self._stacks_request += 1
+            return self._stacks_request
+
+    def await_stacks(self, executor_ids: set[int], request: int, timeout: float) -> dict[int, str]:
+        """The answers to stack request ``request`` of ``executor_ids`` that arrive within ``timeout``."""
+        def answered() -> dict[int, str]:
+            return {e: n.stacks[request] for e, n in self._nodes.items() if e in executor_ids and request in n.stacks}
+
+        with self._cond:
+            self._cond.wait_for(lambda: len(answered()) >= len(executor_ids) or self.closed, timeout)
+            return answered()
+
     def nodes(self) -> list[NodeRecord]:
         with self._cond:
             return sorted(self._nodes.values(), key=lambda n: n.executor_id)
@@ -305,6 +343,9 @@ class ReservationServer:
             protocol.AWAIT_STOP: self._on_await_stop,
             protocol.QUERY: self._on_query,
             protocol.STOP: self._on_stop,
+            protocol.LOG: self._on_log,
+            protocol.PROGRESS: self._on_progress,
+            protocol.STACKS: self._on_stacks,
             STOP_REQUEST: self._on_stop_request,
         }.get(msg.type)
         if handler is None:
@@ -364,7 +405,7 @@ class ReservationServer:
         with self._cond:
             node = self._known_node(body)
             node.last_seen = time.monotonic()
-            return {"stop": self._stop_requested}
+            return {"stop": self._stop_requested, "stacks": self._stacks_request}
 
     def _on_report(self, body: dict[str, Any]) -> dict[str, Any]:
         state = body.get("state")
@@ -412,4 +453,52 @@ class ReservationServer:
             self._version += 1
             self._cond.notify_all()
         logger.info("reservation server: stop requested from outside the cluster")
+        return {}
+
+    def _on_log(self, body: dict[str, Any]) -> dict[str, Any]:
+        lines, dropped = body.get("lines", []), body.get("dropped", 0)
+        if not isinstance(lines, list) or len(lines) > MAX_LOG_LINES_PER_MESSAGE:
+            raise ProtocolError(f"log needs a list of at most {MAX_LOG_LINES_PER_MESSAGE} lines")
+        if not isinstance(dropped, int) or isinstance(dropped, bool) or dropped < 0:
+            raise ProtocolError(f"log 'dropped' must be a non-negative int, got {dropped!r}")
+        checked: list[tuple[str, int, str]] = []
+        for line in lines:
+            if not (isinstance(line, list) and len(line) == 3 and line[0] in LOG_STREAMS
+                    and isinstance(line[1], int) and not isinstance(line[1], bool) and isinstance(line[2], str)):
+                raise ProtocolError("each log line must be [stream ('out', 'err' or 'log'), level (int), text]")
+            checked.append((line[0], min(max(line[1], 0), 50), line[2][:MAX_LOG_LINE_CHARS]))
+        with self._cond:
+            node = self._known_node(body)
+        sink = self.log_sink
+        if sink is None:
+            return {"relay": "off"}
+        if checked or dropped:
+            sink.deliver(node.name, checked, dropped)
+        return {"relay": sink.level}
+
+    def _on_progress(self, body: dict[str, Any]) -> dict[str, Any]:
+        metrics = body.get("metrics", {})
+        if not isinstance(metrics, dict) or len(metrics) > MAX_PROGRESS_METRICS:
+            raise ProtocolError(f"progress 'metrics' must be an object of at most {MAX_PROGRESS_METRICS} entries")
+        progress: dict[str, Any] = {"metrics": {str(k)[:100]: v for k, v in metrics.items()
+                                                if isinstance(v, int | float | str) and not isinstance(v, bool)}}
+        for key in ("step", "loss", "examples", "steps_per_sec", "examples_per_sec", "epoch"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise ProtocolError(f"progress {key!r} must be a number, got {value!r}")
+            progress[key] = value
+        with self._cond:
+            node = self._known_node(body)
+            node.progress = progress
+            node.progress_at = node.last_seen = time.monotonic()
+        return {}
+
+    def _on_stacks(self, body: dict[str, Any]) -> dict[str, Any]:
+        request, text = body.get("request"), body.get("text")
+        if not isinstance(request, int) or isinstance(request, bool) or not isinstance(text, str):
+            raise ProtocolError("stacks needs an int 'request' and a string 'text'")
+        with self._cond:
+            node = self._known_node(body)
+            node.stacks = {request: text[:MAX_STACKS_CHARS]}
+            self._cond.notify_all()
         return {}
