@@ -87,6 +87,10 @@ def test_relay_levels_and_native_line_levels():
     assert relay.line_level("err", "I0000 00:00:1733 12 cpu_feature_guard.cc:210] ...") == logging.INFO
     assert relay.line_level("err", "2026-12-02 03:00:00.123: E tensorflow/core/x.cc:1] bad") == logging.ERROR
     assert relay.line_level("err", "Traceback (most recent call last):") == logging.WARNING
+    assert relay.line_level("err", "2026-12-02 03:51:05.260402: I external/local_xla/xla/tsl/cuda/cudart_stub.cc:32] "
+                                   "Could not find cuda drivers on your machine, GPU will not be used.") == logging.INFO
+    assert relay.line_level("err", "W0000 00:00:1.0 native.cc:1] a native warning") == logging.WARNING
+    assert relay.line_level("err", "I like this line") == logging.WARNING
 
 
 def test_log_messages_are_validated_and_delivered_with_the_node_tag(server, records):
@@ -150,3 +154,31 @@ def test_a_process_flooding_100000_lines_is_relayed_bounded_and_counted(server, 
     assert flood <= bound and dropped >= 100000 - bound
     print(f"flood: {flood} lines relayed, {dropped} dropped and counted, {elapsed:.1f}s in all; "
           f"{proc.stdout.splitlines()[-1].decode()}")
+
+
+def test_progress_reporter_coalesces_and_computes_rates():
+    class Client:
+        def __init__(self):
+            self.sent = []
+
+        def progress(self, executor_id, body):
+            self.sent.append(body)
+
+        def close(self):
+            pass
+
+    from tfos.cluster.progress import ProgressReporter
+
+    client = Client()
+    reporter = ProgressReporter(client, 0, interval=3600)  # sends only when asked here
+    reporter.report(step=1, loss=2.0, examples=32, accuracy=0.5)
+    reporter._send()
+    time.sleep(0.2)
+    for step in range(2, 11):
+        reporter.report(step=step, loss=1.0 / step, examples=32 * step, epoch=1, accuracy=0.9)
+    reporter.close()
+    assert [b["step"] for b in client.sent] == [1, 10]  # the latest report, not every one
+    last = client.sent[-1]
+    assert last["metrics"] == {"accuracy": 0.9} and last["epoch"] == 1
+    assert last["examples_per_sec"] == pytest.approx(last["steps_per_sec"] * 32, rel=1e-3)
+    assert 0 < last["steps_per_sec"] < 9 / 0.2 + 1

@@ -47,7 +47,10 @@ BATCH_LINES = 500
 BATCH_CHARS = 100_000  # JSON escapes at most 6x: a batch stays far under the frame cap
 SEND_INTERVAL = 0.25
 FLUSH_SECS = 5.0
-_NATIVE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: )?([IWEF])(?:\d{4} | tensorflow/|\S*\.cc:)")
+# glog/absl lines (``I0000 00:00:1733.1  42 cpu_feature_guard.cc:210] ...``) and TF's own
+# (``2026-12-02 03:51:05.260402: I external/.../cudart_stub.cc:32] ...``): their level letter
+_NATIVE = re.compile(r"^(?:([IWEF])\d{4} [\d:.]+(?:\s+\d+)?\s+\S+:\d+\]"
+                     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: ([IWEF]) \S+:\d+\])")
 _NATIVE_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
 
 Line = tuple[str, int, str]  # (stream: "out" | "err" | "log", level, text)
@@ -66,7 +69,7 @@ def line_level(stream: str, text: str) -> int:
     if stream == "out":
         return logging.INFO
     m = _NATIVE.match(text)
-    return _NATIVE_LEVELS[m.group(1)] if m else logging.WARNING
+    return _NATIVE_LEVELS[m.group(1) or m.group(2)] if m else logging.WARNING
 
 
 class LineQueue:
@@ -138,7 +141,8 @@ class RelayHandler(logging.Handler):
         try:
             if record.levelno < self.relay.min_level:
                 return
-            text = f"{record.name}: {record.getMessage()}"
+            own = record.name in ("root", NODE_LOGGER)  # the TF process's own records need no name
+            text = record.getMessage() if own else f"{record.name}: {record.getMessage()}"
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             if record.exc_text:
@@ -179,7 +183,7 @@ class OutputRelay:
     @classmethod
     def for_node(cls, address: tuple[str, int], secret: bytes, executor_id: int) -> OutputRelay | None:
         """Ask the driver for the relay level and start relaying; None when the relay is off or unreachable."""
-        client = ReservationClient(address, secret, timeout=10.0)
+        client = ReservationClient(address, secret, timeout=5.0)
         try:
             level = client.log(executor_id, [])
         except ReservationError:
@@ -221,6 +225,13 @@ class OutputRelay:
         return self
 
     def _read(self, stream: str, read_end: int, original: int) -> None:
+        try:
+            self._pump(stream, read_end, original)
+        except Exception:  # noqa: BLE001 - never print from here: stderr is the pipe this thread drains
+            for fd in self.original:  # stop capturing rather than let writers fill a pipe nobody reads
+                os.dup2(self.original[fd], fd)
+
+    def _pump(self, stream: str, read_end: int, original: int) -> None:
         pending = b""
         while True:
             ready, _, _ = select.select([read_end], [], [], 0.05)
