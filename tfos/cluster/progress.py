@@ -118,7 +118,9 @@ def node_status(node: NodeRecord, now: float | None = None) -> dict[str, Any]:
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def progress_line(nodes: list[NodeRecord]) -> str:
