@@ -147,3 +147,15 @@ def test_libhdfs_search_order_and_problems(hadoop: Path, java_home: Path, tmp_pa
     assert "libjvm.so not found" in problems[2] and "JAVA_HOME" in problems[2]
     wildcard = libhdfs_problems(dict(env, CLASSPATH="/etc/hadoop:/jars/*"))
     assert any("wildcard" in p for p in wildcard)
+
+
+def test_hadoop_conf_that_spark_ships_into_a_yarn_container(tmp_path):
+    from tfos.io.hadoop_env import SPARK_SHIPPED_CONF, shipped_hadoop_conf
+
+    conf = tmp_path / SPARK_SHIPPED_CONF
+    conf.mkdir(parents=True)
+    (conf / "core-site.xml").write_text("<configuration><property><name>fs.defaultFS</name>"
+                                        "<value>hdfs://nn.example:8020</value></property></configuration>")
+    assert shipped_hadoop_conf({}, str(tmp_path)) == {"fs.defaultFS": "hdfs://nn.example:8020"}
+    assert shipped_hadoop_conf({"HADOOP_CONF_DIR": "/etc/hadoop/conf"}, str(tmp_path)) == {}  # set: it wins
+    assert shipped_hadoop_conf({}, str(tmp_path / "elsewhere")) == {}

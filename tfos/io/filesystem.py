@@ -252,7 +252,12 @@ class FileSystem:
             import hdfs_native
 
             try:
-                client = hdfs_native.Client(key if netloc else None, config=self._hdfs_config)
+                config = self._hdfs_config
+                if not netloc:  # hdfs:///path: the default file system, from the configuration in force
+                    from tfos.io.hadoop_env import shipped_hadoop_conf
+
+                    config = {**shipped_hadoop_conf(), **config}
+                client = hdfs_native.Client(key if netloc else None, config=config)
             except Exception as exc:
                 raise HdfsConnectionError(f"cannot create an HDFS client for {key} ({path}): {exc}") from exc
             self._first_rpc(client, key, path)

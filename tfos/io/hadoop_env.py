@@ -218,3 +218,32 @@ def preload_libhdfs(environ: Mapping[str, str] | None = None) -> tuple[str | Non
         if path:
             ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     return jvm, hdfs
+
+
+SPARK_SHIPPED_CONF = os.path.join("__spark_conf__", "__hadoop_conf__")
+
+
+def shipped_hadoop_conf(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> dict[str, str]:
+    """Hadoop settings Spark shipped into this YARN container, when ``HADOOP_CONF_DIR`` is not set.
+
+    spark-submit on YARN copies the submitting host's Hadoop configuration into every container
+    (``__spark_conf__/__hadoop_conf__``) but does not point ``HADOOP_CONF_DIR`` at it, so a client
+    that reads ``hdfs:///path`` (no NameNode in the URL) would not know ``fs.defaultFS``.
+    """
+    import xml.etree.ElementTree as ET
+
+    environ = os.environ if environ is None else environ
+    if environ.get("HADOOP_CONF_DIR"):
+        return {}
+    directory = os.path.join(cwd or os.getcwd(), SPARK_SHIPPED_CONF)
+    settings: dict[str, str] = {}
+    for name in ("core-site.xml", "hdfs-site.xml"):
+        try:
+            root = ET.parse(os.path.join(directory, name)).getroot()
+        except (OSError, ET.ParseError):
+            continue
+        for prop in root.iter("property"):
+            key, value = prop.findtext("name"), prop.findtext("value")
+            if key and value is not None:
+                settings[key.strip()] = value.strip()
+    return settings
