@@ -20,7 +20,8 @@ import pytest
 from tests.process_check import wait_until_none_owned_by
 from tfos.packaging import build_zip, pack_env
 
-pytestmark = [pytest.mark.slow]
+# A YARN application takes one to several minutes on a 2-core machine; the archive test also packs the venv.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = str(REPO / "tests" / "yarn_jobs" / "tfos_job.py")
