@@ -170,7 +170,7 @@ def mnist_on_hdfs(yarn_cluster, tfos_zip, tmp_path_factory) -> str:
     return f"hdfs:///user/{os.environ.get('USER') or 'root'}/mnist/tfr"
 
 
-def test_mnist_tensorflow_mode_cluster_deploy_on_cpu_q(yarn_cluster, tfos_zip, mnist_on_hdfs):
+def test_mnist_tensorflow_mode_cluster_deploy_on_cpu_q(yarn_cluster, tfos_zip, mnist_on_hdfs, tmp_path):
     """README's YARN line: TFRecords and checkpoints on HDFS, no test-set flag, driver in the ApplicationMaster."""
     begin = time.time()
     result = submit(yarn_cluster, str(MNIST / "mnist_tf.py"), "--images", f"{mnist_on_hdfs}/train", "--format", "tfr",
@@ -184,7 +184,9 @@ def test_mnist_tensorflow_mode_cluster_deploy_on_cpu_q(yarn_cluster, tfos_zip, m
     assert accuracy and float(accuracy[-1]) > 0.8, logs[-5000:]
     placed = yarn_cluster.app_containers(result.app_id)
     assert {p.node_label for p in placed} == {"CPU"}, placed
-    print(f"\nMNIST TENSORFLOW mode on YARN (cluster mode, CPU_Q): spark-submit to exit {result.elapsed_s:.1f}s, "
+    (tmp_path / "spark-submit.log").write_text(result.stdout + result.stderr)  # for benchmarks/yarn_phases.py
+    print(f"\nMNIST TENSORFLOW mode on YARN (cluster mode, CPU_Q): {result.app_id}, submit log "
+          f"{tmp_path / 'spark-submit.log'}: spark-submit to exit {result.elapsed_s:.1f}s, "
           f"app {app['elapsedTime'] / 1000:.1f}s in YARN, test accuracy {accuracy[-1]}, "
           f"started {time.strftime('%H:%M:%S', time.localtime(begin))}")
 
