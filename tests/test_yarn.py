@@ -208,8 +208,12 @@ def test_mnist_spark_mode_on_gpu_q_with_fake_gpus(yarn_cluster, tfos_zip, mnist_
     placed = yarn_cluster.app_containers(result.app_id)
     assert len(placed) >= 3 and {p.node_label for p in placed} == {"GPU"}, placed  # AM + 2 executors
     logs = yarn_cluster.logs(result.app_id)
-    gpus = dict(re.findall(r"\[((?:chief|worker):\d+)\].*using GPU\(s\) (\S+) assigned by Spark", logs))
-    assert len(gpus) == 2 and len(set(gpus.values())) == 2, gpus
+    # each TF process logs what it sees (executor stderr, aggregated; relayed to the driver's console too)
+    seen = re.findall(r"\[((?:chief|worker):\d+)\].*TF process sees GPU\(s\) (\S+) \(CUDA_VISIBLE_DEVICES=(\S+)\)", logs)
+    gpus = {node: (ctx_gpus, visible) for node, ctx_gpus, visible in seen}
+    assert len(gpus) == 2, gpus
+    assert all(ctx_gpus == visible and ctx_gpus != "none" for ctx_gpus, visible in gpus.values()), gpus
+    assert len({v for v, _ in gpus.values()}) == 2, f"two TF nodes were given the same GPU: {gpus}"
     assert re.search(r"test accuracy: 0\.[89]", result.stdout + result.stderr), result.output[-5000:]
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from tfos.spark_app import executor_count, spark_conf, submitted_master  # noqa: F401 - re-exported for the scripts
+
 IMAGE_SIZE = 24  # crops the model sees
 RAW_SIZE = 32
 CHANNELS = 3
@@ -71,34 +73,6 @@ def add_bool_flag(parser: Any, name: str, help: str) -> None:
     parser.add_argument(f"--no{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
-def submitted_master() -> bool:
-    """True when spark-submit (or ``PYSPARK_SUBMIT_ARGS``) chose the Spark master, which then must not be overridden."""
-    return "PYSPARK_GATEWAY_PORT" in os.environ or "--master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "")
-
-
-def spark_conf(app: str, local_slots: int) -> Any:
-    """A SparkConf named ``app``: ``local[local_slots]`` when started with plain ``python``, else spark-submit's master."""
-    from pyspark import SparkConf
-
-    conf = SparkConf().setAppName(app)
-    if not submitted_master():
-        conf.setMaster(f"local[{local_slots}]")
-    return conf
-
-
-def executor_count(sc: Any, fallback: int) -> int:
-    """The executors the application asked for: ``spark.executor.instances`` (YARN ``--num-executors``), else
-    ``spark.cores.max`` / ``spark.executor.cores`` (standalone), else N of ``local[N]``, else ``fallback``."""
-    conf = sc.getConf()
-    instances = conf.get("spark.executor.instances")
-    if instances:
-        return max(1, int(instances))
-    master = sc.master or ""
-    cores_max = conf.get("spark.cores.max")
-    if cores_max and not master.startswith("local"):
-        return max(1, int(cores_max) // max(1, int(conf.get("spark.executor.cores", "1"))))
-    slots = master[len("local["):-1] if master.startswith("local[") else ""
-    return int(slots) if slots.isdigit() else fallback
 
 
 def ship_to_executors(sc: Any) -> None:

@@ -29,6 +29,8 @@ import os
 import sys
 import time
 
+from tfos.spark_app import executor_count, spark_conf, submitted_master  # noqa: F401 - re-exported for the scripts
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 FEATURES = {"image": ("int64", [784]), "label": ("int64", [1])}
@@ -256,37 +258,6 @@ def find_test_set(given: str | None, train_dir: str, default_fs: str, flag: str 
     return None
 
 
-def submitted_master() -> bool:
-    """True when spark-submit (or ``PYSPARK_SUBMIT_ARGS``) chose the Spark master, which then must not be overridden."""
-    return "PYSPARK_GATEWAY_PORT" in os.environ or "--master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "")
-
-
-def spark_conf(app: str, local_slots: int):
-    """A SparkConf named ``app``: ``local[local_slots]`` when started with plain ``python``, else spark-submit's master."""
-    from pyspark import SparkConf
-
-    conf = SparkConf().setAppName(app)
-    if not submitted_master():
-        conf.setMaster(f"local[{local_slots}]")
-    return conf
-
-
-def executor_count(sc, fallback: int) -> int:
-    """The executors the application asked for (TensorFlowOnSpark's default ``--cluster_size``).
-
-    ``spark.executor.instances`` (YARN's ``--num-executors``, Kubernetes), else ``spark.cores.max`` /
-    ``spark.executor.cores`` (standalone ``--total-executor-cores``), else N of ``local[N]``, else ``fallback``.
-    """
-    conf = sc.getConf()
-    instances = conf.get("spark.executor.instances")
-    if instances:
-        return max(1, int(instances))
-    master = sc.master or ""
-    cores_max = conf.get("spark.cores.max")
-    if cores_max and not master.startswith("local"):
-        return max(1, int(cores_max) // max(1, int(conf.get("spark.executor.cores", "1"))))
-    slots = master[len("local["):-1] if master.startswith("local[") else ""
-    return int(slots) if slots.isdigit() else fallback
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -124,10 +124,13 @@ class NodeProcess:
     def run(self) -> None:
         owner = os.environ.get(lifetime.OWNER_ENV, "")
         if owner.isdigit():
-            lifetime.exit_with_owner(int(owner), on_exit=self._stop_tensorboard, what=f"TF process of {self.ctx.job_name}:{self.ctx.task_index}")
+            lifetime.exit_with_owner(int(owner), on_exit=self._stop_tensorboard,
+                                     what=f"TF process of {self.ctx.job_name}:{self.ctx.task_index}")
         for target in (self._heartbeats, self._stop_watcher):
             threading.Thread(target=target, name=f"tfos-{target.__name__.strip('_')}", daemon=True).start()
         self._start_tensorboard()
+        logger.info("TF process sees GPU(s) %s (CUDA_VISIBLE_DEVICES=%s)", ",".join(self.ctx.gpus) or "none",
+                    os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
         self._report(RUNNING)
         try:
             self.payload.config.main_fun(self.payload.config.tf_args, self.ctx)
