@@ -27,6 +27,15 @@ def standalone():
 
 
 @pytest.fixture(scope="session")
+def submit_cluster():
+    """A standalone cluster of its own for tests that spark-submit an application: the session's
+    ``sc`` holds every core of ``standalone``, so an application submitted there would get no executors."""
+    cluster = StandaloneCluster(workers=EXECUTORS).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def sc(standalone):
     from pyspark import SparkConf, SparkContext
 

@@ -71,15 +71,15 @@ def test_train_on_two_workers_then_evaluate_and_infer(workdir):
 
 
 @pytest.mark.slow
-def test_tensorflowonspark_command_lines_on_standalone(workdir, standalone):
+def test_tensorflowonspark_command_lines_on_standalone(workdir, submit_cluster):
     """TensorFlowOnSpark's cifar10_train.py / cifar10_eval.py flags, as written: spark-submit on a standalone
     cluster, --cluster_size from the executors, --max_steps the exact global step, TF-style booleans."""
     out, err = submit_example("cifar10/cifar10_train.py", "--data_dir", "data", "--train_dir", "tfos_train",
                               "--max_steps", "15", "--num_gpus", "0", "--batch_size", "16",
-                              "--log_device_placement=false", cwd=workdir, master_url=standalone.master_url,
+                              "--log_device_placement=false", cwd=workdir, master_url=submit_cluster.master_url,
                               executors=2, py_files=("cifar10/cifar10_model.py",))
     output = out + err  # spark-submit sends the Python driver's stderr to its stdout
-    assert f"Spark master {standalone.master_url}: 2 TF nodes" in output
+    assert f"Spark master {submit_cluster.master_url}: 2 TF nodes" in output
     assert "trained 15 steps on 2 node(s)" in out
     assert checkpoint_step(workdir / "tfos_train") == 15  # not rounded up to --save_steps (100)
     out = run_example("cifar10/cifar10_eval.py", "--data_dir", "data", "--checkpoint_dir", "tfos_train",

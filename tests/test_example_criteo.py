@@ -89,15 +89,15 @@ def test_train_and_inference_spark_input_mode(tmp_path):
 
 
 @pytest.mark.slow
-def test_tensorflowonspark_train_line_on_standalone(tmp_path, standalone):
+def test_tensorflowonspark_train_line_on_standalone(tmp_path, submit_cluster):
     """TensorFlowOnSpark's criteo_spark.py train line (short flags, no --cluster_size: 1 ps + 2 workers from the
     3 executors) with spark-submit on a standalone cluster."""
     out, err = submit_example("criteo/criteo_spark.py", "-X", "train", "-i", str(DATA / "train_head1000.tsv"),
                               "-v", VALIDATION, "-s", "60", "-b", "32", "-m", "model", cwd=tmp_path,
-                              master_url=standalone.master_url, executors=3,
+                              master_url=submit_cluster.master_url, executors=3,
                               py_files=("criteo/criteo_data.py", "criteo/criteo_model.py"))
     output = out + err  # spark-submit sends the Python driver's stderr to its stdout
-    assert f"Spark master {standalone.master_url}: 3 TF nodes" in output
+    assert f"Spark master {submit_cluster.master_url}: 3 TF nodes" in output
     assert "executor 0=ps:0, executor 1=worker:0, executor 2=worker:1" in output
     assert 0 < metric(out, "validation loss") < metric(out, "base-rate loss")
 

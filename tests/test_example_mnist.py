@@ -75,16 +75,16 @@ def test_mnist_tf_tfos_command_line_trains_exact_steps_and_resumes(mnist_tfr):
 
 
 @pytest.mark.slow
-def test_mnist_tf_on_standalone_without_a_test_set_skips_evaluation(mnist_tfr, standalone, tmp_path):
+def test_mnist_tf_on_standalone_without_a_test_set_skips_evaluation(mnist_tfr, submit_cluster, tmp_path):
     """spark-submit on a standalone cluster, --cluster_size from --total-executor-cores, no test set anywhere:
     the job trains, says evaluation is skipped and exits 0."""
     (tmp_path / "only").mkdir()
     os.symlink(mnist_tfr / "mnist" / "tfr" / "train", tmp_path / "only" / "train")
     stdout, stderr = submit_example("mnist/mnist_tf.py", "--images", "only/train", "--format", "tfr", "--mode",
                                     "train", "--model", "model", "--steps", "12", cwd=tmp_path,
-                                    master_url=standalone.master_url, executors=2)
+                                    master_url=submit_cluster.master_url, executors=2)
     output = stdout + stderr  # spark-submit sends the Python driver's stderr to its stdout
-    assert f"Spark master {standalone.master_url}: 2 TF nodes" in output
+    assert f"Spark master {submit_cluster.master_url}: 2 TF nodes" in output
     assert re.search(r"no --test_images_labels given and no test set next to the training data "
                      r"\(\S+/only/test does not exist\): evaluation skipped", output)
     assert checkpoint_step(str(tmp_path / "model")) == 12  # node logs stay in the executors' logs here
