@@ -174,8 +174,9 @@ def test_mnist_tensorflow_mode_cluster_deploy_on_cpu_q(yarn_cluster, tfos_zip, m
     """README's YARN line: TFRecords and checkpoints on HDFS, no test-set flag, driver in the ApplicationMaster."""
     begin = time.time()
     result = submit(yarn_cluster, str(MNIST / "mnist_tf.py"), "--images", f"{mnist_on_hdfs}/train", "--format", "tfr",
-                    "--mode", "train", "--model", "mnist_model_yarn", "--steps", "200", "--export_dir",
-                    "mnist_export_yarn", executors=2, py_files=tfos_zip, timeout=900)
+                    "--mode", "train", "--model", f"mnist_model_{tmp_path.name}_{int(begin)}", "--steps", "200",
+                    "--export_dir", f"mnist_export_{tmp_path.name}_{int(begin)}", executors=2, py_files=tfos_zip,
+                    timeout=900)  # fresh HDFS directories: a model left by an earlier run would resume at step 200
     assert result.returncode == 0, result.output
     app = yarn_cluster.wait_for_app(result.app_id)
     assert app["finalStatus"] == "SUCCEEDED", app
