@@ -102,7 +102,17 @@ def test_import_forms_of_tensorflowonspark_scripts():
     assert inspect.isclass(TFNode.DataFeed)
 
 
-def test_single_node_env_sets_gpus_and_the_hadoop_classpath(tmp_path, monkeypatch):
+@pytest.fixture
+def restored_environ():
+    """single_node_env sets os.environ as TensorFlowOnSpark does: put it back whole afterwards, or the
+    fake Hadoop CLASSPATH and CUDA_VISIBLE_DEVICES='' leak into every later test of the session."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_single_node_env_sets_gpus_and_the_hadoop_classpath(tmp_path, monkeypatch, restored_environ):
     from tfos import util
     from tfos.cluster.gpus import query_gpus
 
