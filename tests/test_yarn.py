@@ -128,7 +128,7 @@ def test_kill_of_a_container_is_a_node_failure_naming_yarns_reason(yarn_cluster,
 @pytest.fixture(scope="module")
 def env_archive(tmp_path_factory) -> str:
     """This venv packed with ``tfos pack-env`` (tfos itself left out: it travels as --py-files)."""
-    return str(pack_env(tmp_path_factory.mktemp("env") / "env.tar.gz", compress_level=1))
+    return str(pack_env(tmp_path_factory.mktemp("env") / "env.tar.gz", compress_level=0))  # stored: faster to pack and unpack
 
 
 def test_run_from_the_shipped_environment_archive_and_tfos_zip(yarn_cluster, tfos_zip, env_archive):
