@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import tfos
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Every Spark application started by a test runs its Python workers on this interpreter.
 os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -24,6 +26,23 @@ def standalone():
     cluster = StandaloneCluster(workers=EXECUTORS).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def start():
+    """``tfos.run`` that never leaks a cluster: a test that fails midway still stops its nodes,
+    so the executors are free for the next test."""
+    started = []
+
+    def run(*args, **kwargs):
+        cluster = tfos.run(*args, **kwargs)
+        started.append(cluster)
+        return cluster
+
+    yield run
+    for cluster in started:
+        if cluster.state != "stopped":
+            cluster.__exit__(RuntimeError, RuntimeError("test failed"), None)
 
 
 @pytest.fixture(scope="session")

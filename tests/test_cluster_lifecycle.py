@@ -16,23 +16,6 @@ from tfos import ClusterConfigError, InputMode, NodeFailure
 from tfos.reservation.server import ReservationTimeout
 
 
-@pytest.fixture
-def start():
-    """``tfos.run`` that never leaks a cluster: a test that fails midway still stops its nodes,
-    so the executors are free for the next test."""
-    started = []
-
-    def run(*args, **kwargs):
-        cluster = tfos.run(*args, **kwargs)
-        started.append(cluster)
-        return cluster
-
-    yield run
-    for cluster in started:
-        if cluster.state != "stopped":
-            cluster.__exit__(RuntimeError, RuntimeError("test failed"), None)
-
-
 def results(out) -> dict[str, dict]:
     found = {}
     for name in os.listdir(out):

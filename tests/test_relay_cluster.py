@@ -10,25 +10,9 @@ import time
 
 import pytest
 
-import tfos
 from tests import relay_mains
 from tfos import InputMode
 from tfos.cluster import relay
-
-
-@pytest.fixture
-def start():
-    started = []
-
-    def run(*args, **kwargs):
-        cluster = tfos.run(*args, **kwargs)
-        started.append(cluster)
-        return cluster
-
-    yield run
-    for cluster in started:
-        if cluster.state != "stopped":
-            cluster.__exit__(RuntimeError, RuntimeError("test failed"), None)
 
 
 def node_messages(caplog) -> list[str]:

@@ -52,6 +52,15 @@ class NodeFailure(RuntimeError):
         )
 
 
+def _executor_lost(node: NodeRecord, spark_id: str, reason: str) -> NodeFailure:
+    """The failure of a node whose Spark executor (YARN container) went away, with Spark's reason."""
+    from tfos.cluster.executor_loss import memory_hint
+
+    node.error = (f"its Spark executor {spark_id} (container {node.info.get('container_id') or 'n/a'}) "
+                  f"was lost: {reason}{memory_hint(reason)}")
+    return NodeFailure(node)
+
+
 def _default_fs(sc: Any) -> str:
     try:
         from tfos.io.paths import default_fs
@@ -206,7 +215,7 @@ class TFCluster:
 
     def _lost_node_failure(self, job_error: str) -> NodeFailure | None:
         """A start job that failed because an executor died names the node on it, with Spark's reason."""
-        from tfos.cluster.executor_loss import ExecutorLossProbe, lost_in_job_error, memory_hint
+        from tfos.cluster.executor_loss import ExecutorLossProbe, lost_in_job_error
 
         by_spark_id = {str(n.info["spark_executor_id"]): n for n in self.server.nodes()
                        if n.info.get("spark_executor_id")}
@@ -215,13 +224,11 @@ class TFCluster:
         for spark_id, reason in lost.items():
             node = by_spark_id[spark_id]
             if node.state not in TERMINAL_STATES:
-                node.error = (f"its Spark executor {spark_id} (container {node.info.get('container_id') or 'n/a'}) "
-                              f"was lost: {reason}{memory_hint(reason)}")
-                return NodeFailure(node)
+                return _executor_lost(node, spark_id, reason)
         return None
 
     def _monitor(self) -> None:
-        from tfos.cluster.executor_loss import ExecutorLossProbe, memory_hint
+        from tfos.cluster.executor_loss import ExecutorLossProbe
 
         version = -1
         interval = self.config.heartbeat_interval
@@ -246,9 +253,7 @@ class TFCluster:
                 node = watched[spark_id]
                 if node.state in TERMINAL_STATES:
                     continue  # it finished before its executor went away
-                node.error = (f"its Spark executor {spark_id} (container {node.info.get('container_id') or 'n/a'}) "
-                              f"was lost: {reason}{memory_hint(reason)}")
-                self._fail(NodeFailure(node))
+                self._fail(_executor_lost(node, spark_id, reason))
                 return
 
     def _raise_if_failed(self) -> None:
