@@ -10,9 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 from tfos.cluster import lifetime, prefork, template
 from tfos.cluster.context import NodeContext
@@ -25,55 +23,16 @@ from tfos.cluster.gpus import (
 )
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node_logging import NodeLogAdapter
+from tfos.cluster.payload import PAYLOAD_FILE, NodeConfig, PayloadForProcess
 from tfos.io.hadoop_env import hadoop_env
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import FAILED
 
 logger = logging.getLogger(__name__)
 
-PAYLOAD_FILE = "payload.pkl"
-
 
 class NodeStartError(RuntimeError):
     """A node could not start, or its TF process failed; the message names the node."""
-
-
-@dataclass
-class NodeConfig:
-    """Everything a start task needs, shipped to executors in the Spark closure (never broadcast)."""
-
-    cluster_id: str
-    secret: bytes = field(repr=False)
-    server_address: tuple[str, int]
-    roles: tuple[tuple[str, int], ...]
-    main_fun: Callable[[Any, NodeContext], Any]
-    tf_args: Any
-    input_mode: int
-    default_fs: str
-    working_dir: str
-    reservation_timeout: float = 600.0
-    tensorboard: bool = False
-    log_dir: str | None = None
-    release_port: bool = True
-    env: dict[str, str] = field(default_factory=dict)
-    heartbeat_interval: float = 2.0
-
-    def tensorboard_node(self) -> tuple[str, int]:
-        """TensorBoard runs on the chief/master, or on worker 0 when there is none."""
-        jobs = {job for job, _ in self.roles}
-        for chief in (template.CHIEF, template.MASTER):
-            if chief in jobs:
-                return chief, 0
-        return template.WORKER, 0
-
-
-@dataclass
-class PayloadForProcess:
-    """What the TF process unpickles from a private local file (written by its own node)."""
-
-    config: NodeConfig
-    ctx: NodeContext
-    tensorboard_port: int | None
 
 
 def outbound_ip(target: tuple[str, int]) -> str:

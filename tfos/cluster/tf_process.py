@@ -17,8 +17,8 @@ import threading
 import traceback
 
 from tfos.cluster import lifetime
-from tfos.cluster.node import PayloadForProcess
 from tfos.cluster.node_logging import LogTail, configure_process_logging
+from tfos.cluster.payload import PayloadForProcess
 from tfos.cluster.progress import ProgressReporter
 from tfos.cluster.relay import OutputRelay
 from tfos.cluster.stacks import thread_stacks
