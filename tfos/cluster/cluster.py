@@ -7,11 +7,13 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tfos.cluster import template
+from tfos.cluster.cluster_state import ClusterState
 from tfos.cluster.context import NodeContext
+from tfos.cluster.failure_detection import Failure, detect_failures
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node import Node, NodeConfig, start_task
 from tfos.cluster.validation import (
@@ -22,8 +24,7 @@ from tfos.cluster.validation import (
 )
 from tfos.driver_address import driver_address
 from tfos.reservation import protocol
-from tfos.reservation.server import FAILED, TERMINAL_STATES, NodeRecord, ReservationServer
-from tfos.reservation.server import RUNNING as NODE_RUNNING
+from tfos.reservation.server import TERMINAL_STATES, NodeRecord, ReservationServer
 
 logger = logging.getLogger(__name__)
 
@@ -32,32 +33,61 @@ DEFAULT_EPOCHS = 10  # train(num_epochs=0): TensorFlowOnSpark's "unspecified"
 NODE_SILENCE_SECS = 30.0
 STOP_WAIT_SECS = 60.0
 
-# Lifecycle states of a TFCluster.
-STARTING, RUNNING, SHUTTING_DOWN, STOPPED, FAILED_STATE = "starting", "running", "shutting_down", "stopped", "failed"
+# Lifecycle states of a TFCluster, under their former names (they compare equal to the strings).
+STARTING, RUNNING, SHUTTING_DOWN, STOPPED = (ClusterState.STARTING, ClusterState.RUNNING,
+                                             ClusterState.SHUTTING_DOWN, ClusterState.STOPPED)
+FAILED_STATE = ClusterState.FAILED
+
+
+def _describe(node: NodeRecord) -> str:
+    return f"{node.name} (executor {node.executor_id} on {node.host})"
 
 
 class NodeFailure(RuntimeError):
-    """A TF node raised or died. Names the node and carries its traceback and last log lines."""
+    """A TF node raised or died. Names the node and carries its traceback and last log lines.
 
-    def __init__(self, node: NodeRecord):
+    When several nodes failed at once, the first one's attributes are these and ``failed_nodes``
+    names them all; the message gives the first node's traceback first, then the others' errors.
+    """
+
+    def __init__(self, node: NodeRecord, error: str | None = None, others: Sequence[Failure] = ()):
         self.node_name = node.name
         self.executor_id = node.executor_id
         self.host = node.host
-        self.traceback = node.error or ""
+        self.traceback = (node.error if error is None else error) or ""
         self.log_tail = list(node.log_tail)
+        self.others = list(others)
+        self.failed_nodes = [node.name] + [f.node.name for f in self.others]
         tail = "\n".join(self.log_tail[-20:])
-        super().__init__(
-            f"TF node {node.name} (executor {node.executor_id} on {node.host}) failed:\n{self.traceback}"
-            + (f"\n--- last log lines of {node.name} ---\n{tail}" if tail else "")
-        )
+        message = (f"TF node {_describe(node)} failed:\n{self.traceback}"
+                   + (f"\n--- last log lines of {node.name} ---\n{tail}" if tail else ""))
+        if self.others:
+            message += (f"\n--- {len(self.others)} more node(s) failed at the same time: "
+                        + ", ".join(_describe(f.node) for f in self.others) + " ---")
+            for other in self.others:
+                message += f"\nTF node {_describe(other.node)} failed:\n{other.error}"
+        super().__init__(message)
+
+    @classmethod
+    def of(cls, failures: Sequence[Failure]) -> NodeFailure:
+        """One exception for every failure in ``failures`` (not empty), the first one leading."""
+        if not failures:
+            raise ValueError("NodeFailure.of() needs at least one failure")
+        first, *others = failures
+        return cls(first.node, first.error, others)
+
+
+def _executor_lost_error(node: NodeRecord, spark_id: str, reason: str) -> str:
+    """Why a node whose Spark executor (YARN container) went away failed, with Spark's reason."""
+    from tfos.cluster.executor_loss import memory_hint
+
+    return (f"its Spark executor {spark_id} (container {node.info.get('container_id') or 'n/a'}) "
+            f"was lost: {reason}{memory_hint(reason)}")
 
 
 def _executor_lost(node: NodeRecord, spark_id: str, reason: str) -> NodeFailure:
     """The failure of a node whose Spark executor (YARN container) went away, with Spark's reason."""
-    from tfos.cluster.executor_loss import memory_hint
-
-    node.error = (f"its Spark executor {spark_id} (container {node.info.get('container_id') or 'n/a'}) "
-                  f"was lost: {reason}{memory_hint(reason)}")
+    node.error = _executor_lost_error(node, spark_id, reason)
     return NodeFailure(node)
 
 
@@ -81,16 +111,39 @@ class TFCluster:
         self.driver_ps_nodes = driver_ps_nodes
         self.cluster_id = config.cluster_id
         self.input_mode = config.input_mode
-        self.state = STARTING
+        self._state = ClusterState.STARTING
+        self._state_lock = threading.RLock()  # guards _state and _error
+        self.node_silence_secs = NODE_SILENCE_SECS  # a RUNNING node silent this long has died
         self.cluster_info: list[dict[str, Any]] = []
         self.cluster_spec: dict[str, list[str]] = {}
         self.tensorboard_url: str | None = None
         self.shutdown_reason: str | None = None  # why shutdown(ssc) stopped the stream
         self._error: BaseException | None = None
-        self._error_lock = threading.Lock()
         self._start_done = threading.Event()
         self._monitor_stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    # lifecycle --------------------------------------------------------------------------------
+    @property
+    def state(self) -> ClusterState:
+        """Where the cluster is in its life (a ``ClusterState``, equal to its string value)."""
+        return self._state
+
+    def _transition(self, new: ClusterState, why: str) -> bool:
+        """Move to ``new`` (the only writer of the state); False when already there (a no-op).
+
+        Raises ``RuntimeError`` on a move ``ClusterState`` does not allow.
+        """
+        with self._state_lock:
+            old = self._state
+            if old == new:
+                return False
+            if not old.can_move_to(new):
+                raise RuntimeError(f"TF cluster {self.cluster_id}: illegal state change {old.value} -> "
+                                   f"{new.value} ({why})")
+            self._state = new
+        logger.info("TF cluster %s: %s -> %s (%s)", self.cluster_id, old.value, new.value, why)
+        return True
 
     # what the cluster is ------------------------------------------------------------------------
     @property
@@ -154,7 +207,7 @@ class TFCluster:
                 rdd = self.sc.parallelize(range(spark_tasks), spark_tasks)
                 rdd.barrier().mapPartitionsWithIndex(start_partition).collect()
             except Exception as exc:  # noqa: BLE001 - surfaced through _fail
-                if self.state not in (SHUTTING_DOWN, STOPPED):
+                if self.state not in (ClusterState.SHUTTING_DOWN, ClusterState.STOPPED):
                     self._fail(self._lost_node_failure(str(exc)) or exc)
             finally:
                 self._start_done.set()
@@ -173,7 +226,7 @@ class TFCluster:
         try:
             Node(self.config, executor_id).start()
         except Exception as exc:  # noqa: BLE001 - surfaced through _fail
-            if self.state not in (SHUTTING_DOWN, STOPPED):
+            if self.state not in (ClusterState.SHUTTING_DOWN, ClusterState.STOPPED):
                 self._fail(exc)
 
     def _spawn(self, target: Callable[[], None], name: str, inheritable: bool = False) -> None:
@@ -191,7 +244,7 @@ class TFCluster:
         self.cluster_spec = template.cluster_spec(self.cluster_info)
         self.tensorboard_url = next(
             (f"http://{n['host']}:{n['tb_port']}" for n in self.cluster_info if n.get("tb_port")), None)
-        self.state = RUNNING
+        self._transition(ClusterState.RUNNING, "every node registered")
         logger.info("TF cluster %s is up: %s", self.cluster_id, self.cluster_spec)
         if self.tensorboard_url:
             logger.info("TensorBoard running at: %s", self.tensorboard_url)
@@ -199,11 +252,13 @@ class TFCluster:
 
     # monitoring -----------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
-        with self._error_lock:
-            if self._error is not None:
+        """Record the cluster's first failure and stop its jobs; later failures (and any after it
+        stopped) are ignored. Safe from any thread."""
+        with self._state_lock:
+            if self._error is not None or self._state == ClusterState.STOPPED:
                 return
             self._error = exc
-        self.state = FAILED_STATE
+            self._transition(ClusterState.FAILED, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         logger.error("TF cluster %s failed: %s", self.cluster_id, exc)
         self.server.abort(str(exc))
         groups = [self.start_group] + ([self.feed_group] if self.input_mode == InputMode.SPARK else [])
@@ -235,25 +290,18 @@ class TFCluster:
         probe = ExecutorLossProbe(self.sc)
         while not self._monitor_stop.is_set():
             version = self.server.wait_for_change(version, timeout=interval)
-            now = time.monotonic()
             nodes = self.server.nodes()
-            for node in nodes:
-                if node.state == FAILED:
-                    self._fail(NodeFailure(node))
-                    return
-                # Heartbeats start with the TF process: a node still starting (TF import, GPU wait) is not silent.
-                if node.state == NODE_RUNNING and now - node.last_seen > NODE_SILENCE_SECS:
-                    node.error = (f"no heartbeat for {now - node.last_seen:.0f}s: the TF process or its executor "
-                                  f"died (lost executor, OOM kill, SIGKILL); see the executor's logs")
-                    self._fail(NodeFailure(node))
-                    return
+            failures = detect_failures(nodes, time.monotonic(), self.node_silence_secs)
+            if failures:
+                self._fail(NodeFailure.of(failures))
+                return
             watched = {str(n.info["spark_executor_id"]): n for n in nodes
                        if n.state not in TERMINAL_STATES and n.info.get("spark_executor_id")}
-            for spark_id, reason in probe.lost(set(watched)).items():
-                node = watched[spark_id]
-                if node.state in TERMINAL_STATES:
-                    continue  # it finished before its executor went away
-                self._fail(_executor_lost(node, spark_id, reason))
+            lost = [Failure(node, _executor_lost_error(node, spark_id, reason))
+                    for spark_id, reason in probe.lost(set(watched)).items()
+                    if (node := watched[spark_id]).state not in TERMINAL_STATES]  # not finished before it went
+            if lost:
+                self._fail(NodeFailure.of(lost))
                 return
 
     def _raise_if_failed(self) -> None:
@@ -376,7 +424,7 @@ class TFCluster:
         (``NodeFailure``) or a ``TimeoutError`` after ``timeout`` seconds (-1: no limit);
         either way every node is asked to stop first.
         """
-        if self.state == STOPPED:
+        if self.state == ClusterState.STOPPED:
             return
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         try:
@@ -394,10 +442,12 @@ class TFCluster:
                 self._await_others(grace_secs)
             self._raise_if_failed()
         finally:
-            self.state = SHUTTING_DOWN if self._error is None else self.state
+            with self._state_lock:
+                if not self._state.is_terminal:
+                    self._transition(ClusterState.SHUTTING_DOWN, "shutdown() stops the nodes")
             self._stop_nodes()
         self._raise_if_failed()
-        self.state = STOPPED
+        self._transition(ClusterState.STOPPED, "shutdown() stopped every node")
         logger.info("TF cluster %s shut down", self.cluster_id)
 
     def _await_stream_end(self, ssc: Any, deadline: float | None) -> str:
@@ -443,9 +493,9 @@ class TFCluster:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.shutdown()
-        elif self.state != STOPPED:
+        elif self.state != ClusterState.STOPPED:
             self._stop_nodes()
-            self.state = STOPPED
+            self._transition(ClusterState.STOPPED, f"left the with block on {exc_type.__name__}")
 
 
 def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_executors: int, num_ps: int = 0,
@@ -504,9 +554,11 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         cluster._await_start()
     except Exception:
         failure = cluster._error  # set when a start task failed first and woke the wait
-        cluster.state = SHUTTING_DOWN
+        with cluster._state_lock:
+            if not cluster.state.is_terminal:
+                cluster._transition(ClusterState.SHUTTING_DOWN, "the start failed")
         cluster._stop_nodes(wait_secs=5.0)
-        cluster.state = FAILED_STATE
+        cluster._transition(ClusterState.FAILED, "the start failed")
         if failure is not None:
             raise failure from None
         raise

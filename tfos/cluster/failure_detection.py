@@ -1,0 +1,42 @@
+"""Which TF nodes have failed, decided from the reservation server's records alone.
+
+Pure: nothing here mutates a record, sleeps or reads a clock; the caller passes ``now`` (on the
+``time.monotonic`` scale of ``NodeRecord.last_seen``) and decides what to do with the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tfos.reservation.server import FAILED, RUNNING, NodeRecord
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed node and the error text that explains it (its traceback, or why it counts as dead)."""
+
+    node: NodeRecord
+    error: str
+
+
+def silence_error(silent_secs: float) -> str:
+    """The error of a running node whose heartbeats stopped ``silent_secs`` ago."""
+    return (f"no heartbeat for {silent_secs:.0f}s: the TF process or its executor "
+            f"died (lost executor, OOM kill, SIGKILL); see the executor's logs")
+
+
+def detect_failures(nodes: Iterable[NodeRecord], now: float, silence_secs: float) -> list[Failure]:
+    """Every node that failed at ``now``, in the order given.
+
+    A node failed when it reported ``FAILED`` (its traceback is the error), or when it is
+    ``RUNNING`` and silent for more than ``silence_secs``. Heartbeats start with the TF process,
+    so a node still registering or starting (TF import, GPU wait) is never silent.
+    """
+    failures = []
+    for node in nodes:
+        if node.state == FAILED:
+            failures.append(Failure(node, node.error or ""))
+        elif node.state == RUNNING and now - node.last_seen > silence_secs:
+            failures.append(Failure(node, silence_error(now - node.last_seen)))
+    return failures
