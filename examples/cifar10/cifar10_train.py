@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cluster_size", type=int, default=None,
                    help="TF nodes (default: the executors Spark was given; 2 in local mode)")
     p.add_argument("--tensorboard", action="store_true", help="run TensorBoard on the chief (log_dir: train_dir)")
+    p.add_argument("--max_restarts", type=int, default=0,
+                   help="restart the TF cluster after this many node failures, resuming from the latest checkpoint")
     cifar10_model.add_bool_flag(p, "log_device_placement", "log where each operation runs")
     cifar10_model.add_bool_flag(p, "use_fp16", "TensorFlowOnSpark flag, ignored (trains in float32)")
     cifar10_model.add_bool_flag(p, "rdma", "TensorFlowOnSpark flag, ignored (no RDMA transport)")
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     begin = time.time()
     log_dir = absolute_path(args.train_dir, default_fs(sc), os.getcwd()) if args.tensorboard else None
     cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.TENSORFLOW,
-                       tensorboard=args.tensorboard, log_dir=log_dir)
+                       tensorboard=args.tensorboard, log_dir=log_dir, max_restarts=args.max_restarts)
     cluster.shutdown()
     sc.stop()
     print(f"trained {args.max_steps} steps on {args.cluster_size} node(s) in {time.time() - begin:.1f}s; "

@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-e", "--epochs", type=int, default=4)
     p.add_argument("--validation_rows", type=int, default=2000)
     p.add_argument("-tb", "--tensorboard", action="store_true", help="run TensorBoard on the chief")
+    p.add_argument("--max_restarts", type=int, default=0,
+                   help="restart the TF cluster after this many node failures, resuming from the latest checkpoint")
     return p.parse_args(argv)
 
 
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             inputs["validation"] = load(spark, test_dir, args.format).limit(args.validation_rows)
         begin = time.time()
         cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.SPARK,
-                           tensorboard=args.tensorboard)
+                           tensorboard=args.tensorboard, max_restarts=args.max_restarts)
         cluster.train(inputs, num_epochs=args.epochs)
         cluster.shutdown()
         logging.info("training took %.1fs", time.time() - begin)

@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="TensorFlowOnSpark's inference output flag; unused when training (see mnist_inference.py)")
     p.add_argument("-c", "--rdma", default=False, help="TensorFlowOnSpark flag, ignored (no RDMA transport)")
     p.add_argument("-tb", "--tensorboard", action="store_true")
+    p.add_argument("--max_restarts", type=int, default=0,
+                   help="restart the TF cluster after this many node failures, resuming from the latest checkpoint")
     p.add_argument("--hdfs_io", choices=["auto", "tensorflow_io", "tfos"], default="auto",
                    help="how TensorFlow reaches hdfs://: tensorflow-io, tfos's own I/O layer, or auto")
     return p.parse_args(argv)
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.info("Spark master %s: %d TF nodes", sc.master, args.cluster_size)
         begin = time.time()
         cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.TENSORFLOW,
-                           tensorboard=args.tensorboard, log_dir=None)
+                           tensorboard=args.tensorboard, log_dir=None, max_restarts=args.max_restarts)
         cluster.shutdown()
         logging.info("training took %.1fs", time.time() - begin)
         if test_dir is not None:

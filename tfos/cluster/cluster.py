@@ -8,14 +8,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from tfos.cluster import template
 from tfos.cluster.cluster_state import ClusterState
 from tfos.cluster.context import NodeContext
 from tfos.cluster.failure_detection import Failure, detect_failures
+from tfos.cluster.failure_policy import Decision, FailurePolicy
 from tfos.cluster.input_mode import InputMode
-from tfos.cluster.node import Node, NodeConfig, start_task
+from tfos.cluster.node import Node
+from tfos.cluster.payload import NodeConfig
+from tfos.cluster.spark_launcher import NodeLauncher, SparkLauncher
 from tfos.cluster.validation import (
     ClusterConfigError,
     validate_arguments,
@@ -32,6 +36,8 @@ DEFAULT_SHUTDOWN_TIMEOUT = 259200  # 3 days, as in TensorFlowOnSpark
 DEFAULT_EPOCHS = 10  # train(num_epochs=0): TensorFlowOnSpark's "unspecified"
 NODE_SILENCE_SECS = 30.0
 STOP_WAIT_SECS = 60.0
+RESTART_WAIT_SECS = 120.0
+FEED_FAILURE_GRACE_SECS = 10.0  # a failed feed waits this long for the monitor to name a dead node  # how long a restart waits for Spark to have enough executors again
 
 # Lifecycle states of a TFCluster, under their former names (they compare equal to the strings).
 STARTING, RUNNING, SHUTTING_DOWN, STOPPED = (ClusterState.STARTING, ClusterState.RUNNING,
@@ -57,7 +63,8 @@ class NodeFailure(RuntimeError):
         self.traceback = (node.error if error is None else error) or ""
         self.log_tail = list(node.log_tail)
         self.others = list(others)
-        self.failed_nodes = [node.name] + [f.node.name for f in self.others]
+        self.failures = [Failure(node, self.traceback)] + self.others
+        self.failed_nodes = [f.node.name for f in self.failures]
         tail = "\n".join(self.log_tail[-20:])
         message = (f"TF node {_describe(node)} failed:\n{self.traceback}"
                    + (f"\n--- last log lines of {node.name} ---\n{tail}" if tail else ""))
@@ -103,10 +110,21 @@ class TFCluster:
     """A running TF cluster on Spark executors. Use ``tfos.run(...)`` to create one."""
 
     def __init__(self, sc: Any, config: NodeConfig, server: ReservationServer, template_: template.ClusterTemplate,
-                 driver_ps_nodes: bool):
+                 driver_ps_nodes: bool, *, max_restarts: int = 0, launcher: NodeLauncher | None = None,
+                 new_server: Callable[[], ReservationServer] | None = None, log_progress: bool = True):
         self.sc = sc
         self.config = config
         self.server = server
+        self.launcher: NodeLauncher = launcher if launcher is not None else SparkLauncher(sc)
+        self.policy = FailurePolicy(max_restarts)
+        self.restart_count = 0  # generations started after the first (ctx.restart_count of the current one)
+        self.restart_wait_secs = RESTART_WAIT_SECS
+        self.stop_wait_secs = STOP_WAIT_SECS
+        self.restarts: list[dict[str, Any]] = []  # one record per restart: what failed, when, how long it took
+        self._new_server = new_server or (lambda: ReservationServer(len(template_), protocol.new_secret(),
+                                                                    host=config.server_address[0]))
+        self._log_progress = log_progress
+        self._previous_failures: list[Failure] = []
         self.template = template_
         self.driver_ps_nodes = driver_ps_nodes
         self.cluster_id = config.cluster_id
@@ -119,6 +137,8 @@ class TFCluster:
         self.tensorboard_url: str | None = None
         self.shutdown_reason: str | None = None  # why shutdown(ssc) stopped the stream
         self._error: BaseException | None = None
+        self._failed_at = 0.0  # time.monotonic() when this generation's failure was recorded
+        self._generation = 0  # bumps when a restart swaps in the next generation's server and config
         self._start_done = threading.Event()
         self._monitor_stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -192,42 +212,41 @@ class TFCluster:
         return f"tfos-{self.cluster_id}-feed"
 
     def _launch(self) -> None:
+        """Start this generation's nodes: the start job in a thread, parameter servers on the driver."""
         offset = self.config_ps_on_driver()
-        spark_tasks = len(self.template) - offset
-        config = self.config
-
-        def start_partition(index: int, _rows: Any) -> Any:
-            start_task(config, index + offset)
-            return iter(())
+        executor_ids = list(range(offset, len(self.template)))
+        config, generation, done = self.config, self._generation, self._start_done
+        where = f" (generation {generation}, restart {self.restart_count})" if self.restart_count else ""
 
         def run_start_job() -> None:
             try:
-                self.sc.setJobGroup(self.start_group, f"tfos {self.cluster_id}: start {spark_tasks} TF nodes",
-                                    interruptOnCancel=True)
-                rdd = self.sc.parallelize(range(spark_tasks), spark_tasks)
-                rdd.barrier().mapPartitionsWithIndex(start_partition).collect()
+                self.launcher.run_start_job(config, executor_ids, self.start_group,
+                                            f"tfos {self.cluster_id}: start {len(executor_ids)} TF nodes{where}")
             except Exception as exc:  # noqa: BLE001 - surfaced through _fail
                 if self.state not in (ClusterState.SHUTTING_DOWN, ClusterState.STOPPED):
-                    self._fail(self._lost_node_failure(str(exc)) or exc)
+                    self._fail(self._lost_node_failure(str(exc)) or exc, generation)
             finally:
-                self._start_done.set()
+                done.set()
 
-        if spark_tasks:
+        # Watch from the launch on: a node that fails before every node registered ends the wait.
+        server, stop = self.server, self._monitor_stop
+        self._spawn(lambda: self._monitor(server, stop, generation), "tfos-monitor")
+        if executor_ids:
             self._spawn(run_start_job, "tfos-start-job", inheritable=True)
         else:
-            self._start_done.set()
+            done.set()
         for eid in range(offset):
-            self._spawn(lambda eid=eid: self._run_driver_node(eid), f"tfos-driver-ps-{eid}")
+            self._spawn(lambda eid=eid: self._run_driver_node(config, eid, generation), f"tfos-driver-ps-{eid}")
 
     def config_ps_on_driver(self) -> int:
         return len(self.template.executors_of(template.PS)) if self.driver_ps_nodes else 0
 
-    def _run_driver_node(self, executor_id: int) -> None:
+    def _run_driver_node(self, config: NodeConfig, executor_id: int, generation: int) -> None:
         try:
-            Node(self.config, executor_id).start()
+            Node(config, executor_id).start()
         except Exception as exc:  # noqa: BLE001 - surfaced through _fail
             if self.state not in (ClusterState.SHUTTING_DOWN, ClusterState.STOPPED):
-                self._fail(exc)
+                self._fail(exc, generation)
 
     def _spawn(self, target: Callable[[], None], name: str, inheritable: bool = False) -> None:
         if inheritable:
@@ -244,69 +263,162 @@ class TFCluster:
         self.cluster_spec = template.cluster_spec(self.cluster_info)
         self.tensorboard_url = next(
             (f"http://{n['host']}:{n['tb_port']}" for n in self.cluster_info if n.get("tb_port")), None)
-        self._transition(ClusterState.RUNNING, "every node registered")
+        self._transition(ClusterState.RUNNING, "every node registered"
+                         + (f", generation {self._generation}" if self._generation else ""))
         logger.info("TF cluster %s is up: %s", self.cluster_id, self.cluster_spec)
         if self.tensorboard_url:
             logger.info("TensorBoard running at: %s", self.tensorboard_url)
-        self._spawn(self._monitor, "tfos-monitor")
+        server = self.server
+        if self._log_progress:
+            from tfos.cluster import progress
+
+            self._spawn(lambda: progress.log_progress(server, self.cluster_id), "tfos-progress")
+
+    def _start(self) -> None:
+        """Launch the nodes and wait until every one registered; a start failure the policy may
+        cure starts the next generation, any other stops what started and raises."""
+        while True:
+            self._launch()
+            try:
+                self._await_start()
+                return
+            except Exception:
+                if self.state == ClusterState.RESTARTING:
+                    self._next_generation()
+                    continue
+                failure = self._error  # set when a start task failed first and woke the wait
+                with self._state_lock:
+                    if not self.state.is_terminal:
+                        self._transition(ClusterState.SHUTTING_DOWN, "the start failed")
+                self._stop_nodes(wait_secs=5.0)
+                self._transition(ClusterState.FAILED, "the start failed")
+                if failure is not None:
+                    raise failure from None
+                raise
+
+    # restarts -------------------------------------------------------------------------------
+    def _restart(self) -> None:
+        """Stop the failed generation, then start the next one (in the calling thread)."""
+        self._next_generation()
+        self._start()
+
+    def _next_generation(self) -> None:
+        """Stop every node of the failed generation, wait (bounded) for Spark to have the executors
+        again, and swap in a fresh reservation server and config; the state goes back to STARTING."""
+        failure = self._error
+        began = time.monotonic()
+        failures = failure.failures if isinstance(failure, NodeFailure) else []
+        what = ", ".join(f.node.name for f in failures) or type(failure).__name__
+        logger.warning("TF cluster %s: %s failed; stopping every node of generation %d before restart %d of "
+                       "max_restarts=%d", self.cluster_id, what, self._generation, self.restart_count + 1,
+                       self.policy.max_restarts)
+        self._stop_nodes(wait_secs=self.stop_wait_secs)
+        self._previous_failures = failures
+        spark_tasks = len(self.template) - self.config_ps_on_driver()
+        if spark_tasks:
+            logger.info("TF cluster %s: waiting up to %.0fs for %d executors to run generation %d", self.cluster_id,
+                        self.restart_wait_secs, spark_tasks, self._generation + 1)
+            try:
+                self.launcher.await_executors(spark_tasks, self.restart_wait_secs)
+            except Exception as exc:
+                self._transition(ClusterState.FAILED, f"no executors for the next generation: {exc}")
+                if failure is not None:
+                    failure.add_note(f"tfos could not restart the cluster: {exc}")
+                    raise failure from exc
+                raise
+        server = self._new_server()
+        server.log_sink = self.server.log_sink
+        address = server.start()
+        with self._state_lock:
+            self.restart_count += 1
+            self._generation += 1
+            self.server = server
+            self.config = replace(self.config, cluster_id=f"{self.cluster_id}r{self.restart_count}",
+                                  secret=server.secret, server_address=address, restart_count=self.restart_count)
+            self._error = None
+            self._start_done = threading.Event()
+            self._monitor_stop = threading.Event()
+            self.restarts.append({"restart": self.restart_count, "failed": [f.node.name for f in failures],
+                                  "error": str(failure).splitlines()[0] if failure is not None else "",
+                                  "detected_at": self._failed_at, "restarted_at": time.monotonic(),
+                                  "stop_seconds": round(time.monotonic() - began, 1)})
+            self._transition(ClusterState.STARTING, f"generation {self._generation} after {what} failed "
+                                                    f"(restart {self.restart_count} of {self.policy.max_restarts})")
 
     # monitoring -----------------------------------------------------------------------------
-    def _fail(self, exc: BaseException) -> None:
-        """Record the cluster's first failure and stop its jobs; later failures (and any after it
-        stopped) are ignored. Safe from any thread."""
+    def _fail(self, exc: BaseException, generation: int | None = None) -> None:
+        """Record this generation's first failure and stop its jobs; the failure policy says whether
+        the next caller restarts (RESTARTING) or raises (FAILED). Later failures, failures of an
+        older generation and any after the cluster stopped are ignored. Safe from any thread."""
         with self._state_lock:
-            if self._error is not None or self._state == ClusterState.STOPPED:
+            stale = generation is not None and generation != self._generation
+            if stale or self._error is not None or self._state.is_terminal:
                 return
             self._error = exc
-            self._transition(ClusterState.FAILED, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        logger.error("TF cluster %s failed: %s", self.cluster_id, exc)
-        self.server.abort(str(exc))
-        groups = [self.start_group] + ([self.feed_group] if self.input_mode == InputMode.SPARK else [])
-        for group in groups:
-            try:
-                self.sc.cancelJobGroup(group)
-            except Exception:  # noqa: BLE001 - the SparkContext may be stopping
-                pass
+            self._failed_at = time.monotonic()
+            decision = self._decide(exc)
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            restart = decision.restart and self._state in (ClusterState.STARTING, ClusterState.RUNNING)
+            self._transition(ClusterState.RESTARTING if restart else ClusterState.FAILED,
+                             f"{type(exc).__name__}: {first_line}; {decision.reason}")
+            server = self.server
+        if restart:
+            logger.warning("TF cluster %s: a node failed, the cluster restarts (%s): %s", self.cluster_id,
+                           decision.reason, exc)
+        else:
+            if self.policy.max_restarts:
+                exc.add_note(f"tfos did not restart the cluster: {decision.reason}")
+            logger.error("TF cluster %s failed: %s", self.cluster_id, exc)
+        server.abort(str(exc))
+        for group in [self.start_group] + ([self.feed_group] if self.input_mode == InputMode.SPARK else []):
+            self.launcher.cancel(group)
+
+    def _decide(self, exc: BaseException) -> Decision:
+        if not isinstance(exc, NodeFailure):
+            return Decision(False, f"a {type(exc).__name__} is not a node failure, so no restart")
+        return self.policy.decide(exc.failures, self.restart_count, self._previous_failures)
 
     def _lost_node_failure(self, job_error: str) -> NodeFailure | None:
         """A start job that failed because an executor died names the node on it, with Spark's reason."""
-        from tfos.cluster.executor_loss import ExecutorLossProbe, lost_in_job_error
-
         by_spark_id = {str(n.info["spark_executor_id"]): n for n in self.server.nodes()
                        if n.info.get("spark_executor_id")}
-        lost = ExecutorLossProbe(self.sc).lost(set(by_spark_id))
-        lost = lost or {e: r for e, r in lost_in_job_error(job_error).items() if e in by_spark_id}
+        lost = self.launcher.lost_executors(set(by_spark_id))
+        lost = lost or {e: r for e, r in self.launcher.lost_in_job_error(job_error).items() if e in by_spark_id}
         for spark_id, reason in lost.items():
             node = by_spark_id[spark_id]
             if node.state not in TERMINAL_STATES:
                 return _executor_lost(node, spark_id, reason)
         return None
 
-    def _monitor(self) -> None:
-        from tfos.cluster.executor_loss import ExecutorLossProbe
-
+    def _monitor(self, server: ReservationServer, stop: threading.Event, generation: int) -> None:
+        """One generation's failure detection: node reports and silence, then lost executors."""
         version = -1
         interval = self.config.heartbeat_interval
-        probe = ExecutorLossProbe(self.sc)
-        while not self._monitor_stop.is_set():
-            version = self.server.wait_for_change(version, timeout=interval)
-            nodes = self.server.nodes()
+        while not stop.is_set():
+            version = server.wait_for_change(version, timeout=interval)
+            nodes = server.nodes()
             failures = detect_failures(nodes, time.monotonic(), self.node_silence_secs)
             if failures:
-                self._fail(NodeFailure.of(failures))
+                self._fail(NodeFailure.of(failures), generation)
                 return
             watched = {str(n.info["spark_executor_id"]): n for n in nodes
                        if n.state not in TERMINAL_STATES and n.info.get("spark_executor_id")}
             lost = [Failure(node, _executor_lost_error(node, spark_id, reason))
-                    for spark_id, reason in probe.lost(set(watched)).items()
+                    for spark_id, reason in self.launcher.lost_executors(set(watched)).items()
                     if (node := watched[spark_id]).state not in TERMINAL_STATES]  # not finished before it went
             if lost:
-                self._fail(NodeFailure.of(lost))
+                self._fail(NodeFailure.of(lost), generation)
                 return
 
-    def _raise_if_failed(self) -> None:
+    def _raise_if_failed(self) -> bool:
+        """Raise the cluster's failure; when the policy chose a restart, run it here, in the caller's
+        thread, and return True (the caller's wait goes on with the next generation)."""
+        if self.state == ClusterState.RESTARTING:
+            self._restart()
+            return True
         if self._error is not None:
             raise self._error
+        return False
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per node (``"worker:1"``): state, step, loss, epoch, metrics, examples/s and steps/s when
@@ -344,17 +456,57 @@ class TFCluster:
         if num_epochs == 0:
             logger.info("train(num_epochs=0): feeding %d epochs, as TensorFlowOnSpark does", DEFAULT_EPOCHS)
             num_epochs = DEFAULT_EPOCHS
+        if remainder not in ("drop", "wrap"):
+            raise ValueError(f"train(): remainder must be 'drop' or 'wrap', got {remainder!r}")
         from tfos.feed import feed_job
 
-        try:
-            report = feed_job.train(self.sc, data, cluster_id=self.cluster_id, num_workers=self.num_trainers,
-                                    num_epochs=num_epochs, feed_timeout=feed_timeout, qname=qname,
-                                    job_group=self.feed_group, remainder=remainder)
-        except Exception:
-            self._raise_if_failed()
-            raise
-        self._raise_if_failed()
-        return report
+        epochs_left = num_epochs
+        while True:
+            try:
+                report = feed_job.train(self.sc, data, cluster_id=self.config.cluster_id,
+                                        num_workers=self.num_trainers, num_epochs=epochs_left,
+                                        feed_timeout=feed_timeout, qname=qname, job_group=self.feed_group,
+                                        remainder=remainder)
+            except Exception as exc:
+                self._recover_from_feed_failure(exc)
+                epochs_left -= self._epochs_fed_before(exc, epochs_left)
+                logger.info("TF cluster %s: feeding generation %d the %d epoch(s) left of %d", self.cluster_id,
+                            self._generation, epochs_left, num_epochs)
+                continue
+            self._raise_if_failed()  # a failure after the feed ended: the next generation is fed its end
+            return report
+
+    def _recover_from_feed_failure(self, exc: BaseException) -> None:
+        """A feed that failed ends this generation. Returns once the cluster restarted (feed again);
+        raises the node failure, or fails the cluster with the feed's error and stops its nodes."""
+        named_input_error = "malformed row" in str(exc)  # the data is wrong, no node died: no need to wait
+        if self._error is None and self.state not in (ClusterState.RESTARTING, ClusterState.FAILED) \
+                and not named_input_error:
+            # The feed often notices a dead node before the monitor: give it time to name the node.
+            deadline = time.monotonic() + FEED_FAILURE_GRACE_SECS
+            version = -1
+            while self._error is None and time.monotonic() < deadline:
+                version = self.server.wait_for_change(version, timeout=0.5)
+        if self._error is None:
+            self._fail(exc)
+        if not self._raise_if_failed():
+            raise exc  # _fail ignored it: the cluster had already stopped
+
+    def _epochs_fed_before(self, exc: BaseException, epochs: int) -> int:
+        """How many of the ``epochs`` of a failed feed every worker got whole (not fed again); logs
+        how many rows the interrupted epoch had fed, which the next generation gets once more."""
+        fed = getattr(exc, "rows_fed", None)
+        per_epoch = getattr(exc, "rows_per_epoch", None)
+        if not fed or not per_epoch:
+            logger.warning("TF cluster %s: the failed feed reported no progress; feeding all %d epoch(s) again",
+                           self.cluster_id, epochs)
+            return 0
+        done = min(epochs, min((fed.get(q, 0) // n) if n else epochs for q, n in per_epoch.items()))
+        twice = {q: fed.get(q, 0) - done * n for q, n in per_epoch.items()}
+        logger.warning("TF cluster %s: the failed feed finished %d of %d epoch(s); %s row(s) of the interrupted "
+                       "epoch are fed twice", self.cluster_id, done, epochs,
+                       ", ".join(f"{q!r}: {r}" for q, r in twice.items()))
+        return done
 
     def inference(self, data: Any, feed_timeout: float = 600, qname: str = "input",
                   output_schema: Any = None) -> Any:
@@ -369,7 +521,7 @@ class TFCluster:
         self._require_spark_mode("inference")
         from tfos.feed import feed_job
 
-        return feed_job.inference(self.sc, data, cluster_id=self.cluster_id, num_workers=self.num_trainers,
+        return feed_job.inference(self.sc, data, cluster_id=self.config.cluster_id, num_workers=self.num_trainers,
                                   feed_timeout=feed_timeout, qname=qname, job_group=self.feed_group,
                                   output_schema=output_schema)
 
@@ -395,7 +547,14 @@ class TFCluster:
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         version = -1
         while True:
-            self._raise_if_failed()
+            if self._raise_if_failed():
+                version = -1
+                if self.input_mode == InputMode.SPARK:
+                    logger.warning("TF cluster %s: generation %d started after train() had fed its last rows, so "
+                                   "it gets the end of the feed at once: rows the failed generation had not yet "
+                                   "consumed are not fed again (its main resumes from its checkpoint and ends)",
+                                   self.cluster_id, self._generation)
+                    self._end_feed()  # the new generation's trainers wait for a feed that has ended
             states = {n.executor_id: n for n in self.server.nodes()}
             pending = [states[e] for e in trainers if states[e].state not in TERMINAL_STATES]
             if not pending:
@@ -404,8 +563,8 @@ class TFCluster:
                 names = ", ".join(f"{n.name} (executor {n.executor_id} on {n.host})" for n in pending)
                 from tfos.cluster.stacks import log_live_stacks
 
-                stacks = log_live_stacks(self.server, self.server.nodes(), f"shutdown timed out after {timeout}s")
-                raise TimeoutError(f"shutdown timed out after {timeout}s waiting for {names} to finish main_fun; "
+                stacks = log_live_stacks(self.server, self.server.nodes(), f"shutdown timed out after {timeout:.0f}s")
+                raise TimeoutError(f"shutdown timed out after {timeout:.0f}s waiting for {names} to finish main_fun; "
                                    f"raise shutdown(timeout=...) or check those nodes' logs"
                                    + (f" (the Python stacks of {', '.join(stacks)} are logged above)" if stacks else ""))
             left = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
@@ -432,11 +591,8 @@ class TFCluster:
                 self.shutdown_reason = self._await_stream_end(ssc, deadline)
                 logger.info("stopping the StreamingContext: %s", self.shutdown_reason)
                 ssc.stop(stopSparkContext=False, stopGraceFully=True)
-            if self.input_mode == InputMode.SPARK and self._error is None:
-                from tfos.feed import feed_job
-
-                feed_job.end_feed(self.sc, cluster_id=self.cluster_id, num_workers=self.num_trainers,
-                                  job_group=self.feed_group)
+            if self._error is None:
+                self._end_feed()
             self._wait_for_trainers(-1 if deadline is None else max(0.0, deadline - time.monotonic()))
             if grace_secs > 0:
                 self._await_others(grace_secs)
@@ -449,6 +605,13 @@ class TFCluster:
         self._raise_if_failed()
         self._transition(ClusterState.STOPPED, "shutdown() stopped every node")
         logger.info("TF cluster %s shut down", self.cluster_id)
+
+    def _end_feed(self) -> None:
+        if self.input_mode == InputMode.SPARK:
+            from tfos.feed import feed_job
+
+            feed_job.end_feed(self.sc, cluster_id=self.config.cluster_id, num_workers=self.num_trainers,
+                              job_group=self.feed_group)
 
     def _await_stream_end(self, ssc: Any, deadline: float | None) -> str:
         """Block until the stream should stop; returns why."""
@@ -478,12 +641,15 @@ class TFCluster:
                 return
             version = self.server.wait_for_change(version, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
 
-    def _stop_nodes(self, wait_secs: float = STOP_WAIT_SECS) -> None:
+    def _stop_nodes(self, wait_secs: float | None = None) -> None:
+        """Stop this generation's nodes: ask them, then cancel their start tasks after ``wait_secs``."""
+        wait_secs = self.stop_wait_secs if wait_secs is None else wait_secs
         self.server.request_stop()
         if not self._start_done.wait(wait_secs):
             logger.warning("start tasks did not end %ss after stop; cancelling them", wait_secs)
-            self.sc.cancelJobGroup(self.start_group)
-            self._start_done.wait(wait_secs)
+            self.launcher.cancel(self.start_group)
+            if not self._start_done.wait(wait_secs):
+                logger.warning("start tasks still running %ss after they were cancelled", wait_secs)
         self._monitor_stop.set()
         self.server.close()
 
@@ -502,7 +668,7 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         tensorboard: bool = False, input_mode: int = InputMode.TENSORFLOW, log_dir: str | None = None,
         driver_ps_nodes: bool = False, master_node: str | None = None, reservation_timeout: float = 600,
         queues: Any = None, eval_node: bool = False, release_port: bool = True,
-        relay: str | None = None) -> TFCluster:
+        relay: str | None = None, max_restarts: int = 0) -> TFCluster:
     """Start a TF cluster of ``num_executors`` nodes on the Spark application of ``sc``.
 
     Roles are assigned in order: ``num_ps`` parameter servers, then ``master_node`` ('chief'
@@ -516,6 +682,15 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
     ``"off"``. Each node ships at most 500 lines/s and queues at most 2000: a chatty main loses
     lines (the driver logs how many; the executors' logs keep them all), it never waits for the
     driver. Progress reported with ``ctx.report`` is logged every 15 s and in ``status()``.
+
+    ``max_restarts``: how many times a node failure (a main that raised, a killed TF process, a
+    lost executor) restarts the cluster instead of raising ``NodeFailure``: every node of the
+    failed generation is stopped, the driver waits (up to 120 s) for Spark to have the executors
+    again and starts the next generation with the same roles, whose ``ctx.restart_count`` is 1,
+    2, ... A main that restores its latest checkpoint (``tfos.training_checkpoint``) resumes
+    there; ``train()`` feeds the epochs not yet fed whole. The same node failing with the same
+    error twice in a row, or a configuration error, raises at once. Restarts happen while the
+    driver waits in ``run``, ``train`` or ``shutdown``.
     """
     from tfos.cluster.relay import DriverRelay, ensure_visible, resolve_level
 
@@ -524,6 +699,10 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
     except ValueError as exc:
         raise ClusterConfigError(str(exc)) from None
     validate_arguments(main_fun, num_executors, num_ps, reservation_timeout)
+    try:
+        FailurePolicy(max_restarts)
+    except ValueError as exc:
+        raise ClusterConfigError(str(exc)) from None
     input_mode = InputMode.validate(input_mode)
     try:
         template_ = template.ClusterTemplate.build(num_executors, num_ps, master_node, eval_node)
@@ -536,7 +715,12 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         validate_spark(sc, spark_tasks, wait_secs=min(float(reservation_timeout), 60.0))
         if input_mode == InputMode.SPARK:
             validate_spark_feed(sc, spark_tasks)
-    server = ReservationServer(num_executors, protocol.new_secret(), host=driver_address(sc))
+    host = driver_address(sc)
+
+    def new_server() -> ReservationServer:
+        return ReservationServer(num_executors, protocol.new_secret(), host=host)
+
+    server = new_server()
     if relay_level != "off":
         server.log_sink = DriverRelay(relay_level).install()
     address = server.start()
@@ -546,25 +730,13 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         default_fs=_default_fs(sc), working_dir=os.getcwd(), reservation_timeout=float(reservation_timeout),
         tensorboard=tensorboard, log_dir=log_dir, release_port=release_port,
     )
-    cluster = TFCluster(sc, config, server, template_, driver_ps_nodes)
+    cluster = TFCluster(sc, config, server, template_, driver_ps_nodes, max_restarts=max_restarts,
+                        new_server=new_server)
     logger.info("starting TF cluster %s: %s", config.cluster_id,
                 ", ".join(f"executor {i}={job}:{idx}" for i, (job, idx) in enumerate(template_.roles)))
-    cluster._launch()
-    try:
-        cluster._await_start()
-    except Exception:
-        failure = cluster._error  # set when a start task failed first and woke the wait
-        with cluster._state_lock:
-            if not cluster.state.is_terminal:
-                cluster._transition(ClusterState.SHUTTING_DOWN, "the start failed")
-        cluster._stop_nodes(wait_secs=5.0)
-        cluster._transition(ClusterState.FAILED, "the start failed")
-        if failure is not None:
-            raise failure from None
-        raise
-    from tfos.cluster import progress
-
     if relay_level == "all":
+        from tfos.cluster import progress
+
         ensure_visible(progress.logger, logging.INFO)
-    cluster._spawn(lambda: progress.log_progress(server, config.cluster_id), "tfos-progress")
+    cluster._start()
     return cluster

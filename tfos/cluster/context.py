@@ -18,7 +18,9 @@ class NodeContext:
     ``executor_id``, ``job_name``, ``task_index``, ``cluster_spec``, ``num_workers`` and
     ``worker_num`` describe the node; ``default_fs`` and ``working_dir`` resolve paths;
     ``feed_dir`` is where InputMode.SPARK feeds arrive; ``gpus`` are the GPU ids this node
-    was given (empty on CPU).
+    was given (empty on CPU). ``restart_count`` is 0 in the first generation of nodes and
+    counts the restarts after node failures (``tfos.run(..., max_restarts=N)``): a main that
+    restores its latest checkpoint resumes where the failed generation last saved.
     """
 
     executor_id: int
@@ -35,6 +37,7 @@ class NodeContext:
     gpus: list[str] = field(default_factory=list)
     tensorboard_url: str | None = None
     log_dir: str | None = None
+    restart_count: int = 0
     _port_fd: int | None = field(default=None, repr=False)
     _progress: Any = field(default=None, repr=False, compare=False)  # set in the TF process
 

@@ -124,7 +124,7 @@ class Node:
             cluster_spec=spec, num_workers=num_workers, worker_num=worker_num,
             default_fs=cfg.default_fs, working_dir=cfg.working_dir, cluster_id=cfg.cluster_id,
             input_mode=cfg.input_mode, feed_dir=feed_dir, tensorboard_url=tb_url, log_dir=cfg.log_dir,
-            gpus=list(self.gpu.devices) if self.gpu else [],
+            gpus=list(self.gpu.devices) if self.gpu else [], restart_count=cfg.restart_count,
         )
         pass_fds: tuple[int, ...] = ()
         if cfg.release_port:

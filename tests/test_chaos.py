@@ -1,0 +1,116 @@
+"""Chaos on the real standalone cluster: SIGKILL a TF process mid-training, with and without restarts.
+
+Each run trains real MNIST under MultiWorkerMirroredStrategy (or, in InputMode.SPARK, feeds real
+rows); the kill lands after the first checkpoint. With ``max_restarts=0`` the driver raises
+``NodeFailure`` naming the node within 10 s; with ``max_restarts=1`` the second generation
+resumes from the checkpoint and the job ends at its target step. No TF process is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from tests import chaos_mains
+from tests.cluster_mains import load_mnist
+from tests.test_cluster_lifecycle import pid_alive, results
+from tfos import InputMode, NodeFailure
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(path, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout}s"
+        time.sleep(0.05)
+
+
+def kill_when_ready(out, ready) -> tuple[int, float]:
+    """SIGKILL worker:1's first TF process once it runs and ``ready`` exists (a checkpoint, a mark)."""
+    wait_for(out / "pid-worker-1-gen0")
+    wait_for(ready)
+    pid = int((out / "pid-worker-1-gen0").read_text())
+    os.kill(pid, signal.SIGKILL)
+    return pid, time.monotonic()
+
+
+def tf_pids(out) -> list[int]:
+    return [int((out / name).read_text()) for name in os.listdir(out) if name.startswith("pid-")
+            and not name.endswith(".tmp")]
+
+
+def assert_no_tf_process_left(out, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in tf_pids(out) if pid_alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive, f"TF processes still running after the cluster ended: {alive}"
+
+
+def mnist_args(tmp_path) -> dict:
+    (tmp_path / "out").mkdir()
+    return {"out": str(tmp_path / "out"), "model_dir": str(tmp_path / "model"), "epochs": 6, "steps_per_epoch": 60}
+
+
+def test_killed_tf_process_without_restarts_fails_naming_it_within_10s(sc, tmp_path, start):
+    args = mnist_args(tmp_path)
+    cluster = start(sc, chaos_mains.mnist_resuming_fit, args, 2)
+    _, killed = kill_when_ready(tmp_path / "out", tmp_path / "model" / "checkpoint")
+    with pytest.raises(NodeFailure, match=r"TF node worker:1 \(executor 1 on 127.0.0.1\) failed") as err:
+        cluster.shutdown(timeout=300)
+    assert cluster._failed_at - killed < 10
+    assert err.value.failed_nodes[0] == "worker:1" and cluster.state == "failed"
+    assert_no_tf_process_left(tmp_path / "out")  # worker:0 was stopped too
+
+
+def test_killed_tf_process_restarts_from_the_latest_checkpoint(sc, tmp_path, start, caplog):
+    args = mnist_args(tmp_path)
+    cluster = start(sc, chaos_mains.mnist_resuming_fit, args, 2, max_restarts=1)
+    killed_pid, killed = kill_when_ready(tmp_path / "out", tmp_path / "model" / "checkpoint")
+    with caplog.at_level(logging.INFO, logger="tfos"):
+        cluster.shutdown(timeout=600)
+    assert cluster.restart_count == 1 and cluster.state == "stopped"
+    restart = cluster.restarts[0]
+    assert restart["failed"] == ["worker:1"] and restart["detected_at"] - killed < 10
+    got = results(tmp_path / "out")
+    for name in ("worker-0", "worker-1"):
+        assert got[name]["restart_count"] == 1, got[name]
+        assert got[name]["start_step"] > 0  # resumed from the checkpoint, not from scratch
+        assert got[name]["final_step"] == args["epochs"] * args["steps_per_epoch"]
+    assert got["worker-0"]["test_accuracy"] >= 0.9
+    assert "running -> restarting" in caplog.text and "restarting -> starting" in caplog.text
+    assert not pid_alive(killed_pid)
+    assert_no_tf_process_left(tmp_path / "out")
+
+
+def test_killed_tf_process_mid_feed_restarts_and_feeds_the_rest(sc, tmp_path, start, caplog):
+    (tmp_path / "out").mkdir()
+    args = {"out": str(tmp_path / "out"), "sleep": 0.02}
+    cluster = start(sc, chaos_mains.feed_consumer, args, 3, input_mode=InputMode.SPARK, max_restarts=1)
+    images, labels = load_mnist("train", limit=12000)  # rows far bigger than the channel's buffers
+    rdd = sc.parallelize([(img.reshape(-1).tolist(), int(y)) for img, y in zip(images, labels, strict=True)],
+                         4).cache()
+    assert rdd.count() == 12000
+    box = {}
+
+    def kill_mid_feed():
+        box["kill"] = kill_when_ready(tmp_path / "out", tmp_path / "out" / "fed-worker-1-gen0")
+
+    killer = threading.Thread(target=kill_mid_feed, daemon=True)
+    killer.start()
+    with caplog.at_level(logging.INFO, logger="tfos"):
+        cluster.train(rdd, num_epochs=2, feed_timeout=120)
+        cluster.shutdown(timeout=300)
+    killer.join(5)
+    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"] == ["worker:1"]
+    got = results(tmp_path / "out")
+    workers = ("worker-0", "worker-1", "worker-2")
+    assert {got[n]["restart_count"] for n in workers} == {1}
+    assert len({got[n]["rows"] for n in workers}) == 1 and got["worker-0"]["rows"] > 0  # exact epochs still
+    assert "feeding generation 1 the" in caplog.text
+    assert_no_tf_process_left(tmp_path / "out")
