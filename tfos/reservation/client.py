@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 from typing import Any
@@ -14,12 +15,18 @@ class ReservationError(RuntimeError):
 
 
 class ReservationClient:
-    """One persistent connection to the driver's reservation server; thread-safe."""
+    """One persistent connection to the driver's reservation server; thread-safe.
+
+    Each client is one session: a random id, and frames numbered 1, 2, 3, ... so that the
+    server can refuse a replayed frame (see :mod:`tfos.reservation.protocol`).
+    """
 
     def __init__(self, address: tuple[str, int], secret: bytes, timeout: float = 30.0):
         self.address = (str(address[0]), int(address[1]))
         self.secret = secret
         self.timeout = timeout
+        self.session = secrets.token_hex(16)
+        self._seq = 0
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
 
@@ -41,9 +48,14 @@ class ReservationClient:
             for attempt in (0, 1):
                 if self._sock is None:
                     self._sock = self._connect()
+                self._seq += 1  # a retry is a new frame: the server may have accepted the first one
                 try:
-                    protocol.send_frame(self._sock, self.secret, msg_type, body)
+                    protocol.send_frame(self._sock, self.secret, msg_type, body, self.session, self._seq)
                     reply = protocol.read_frame(self._sock, self.secret, wait)
+                    if reply.session != self.session or reply.seq != self._seq:
+                        raise protocol.ProtocolError(f"the reply answers request #{reply.seq} of session "
+                                                     f"{reply.session}, not #{self._seq} of {self.session}",
+                                                     protocol.REPLAY)
                     break
                 except (EOFError, ConnectionError) as exc:
                     self._close_locked()

@@ -1,8 +1,10 @@
 """Driver side of the control plane: collects reservations, answers queries, tracks liveness.
 
 One thread per connection, each read bounded by a timeout, so a client that stalls in
-the middle of a frame delays nobody else. Waiting for the cluster spec or for the stop
-signal is a long poll on a condition variable: answered the moment the event happens.
+the middle of a frame delays nobody else; connections that never authenticate are bounded
+in number and in life (see :class:`ReservationServer`), and replayed frames are refused.
+Waiting for the cluster spec or for the stop signal is a long poll on a condition
+variable: answered the moment the event happens.
 
 Stop requests from outside the cluster (TensorFlowOnSpark's ``reservation.Client(addr)
 .request_stop()``, e.g. to end a streaming job) come signed with the cluster's *stop key*,
@@ -20,6 +22,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +45,9 @@ MAX_LOG_LINES_PER_MESSAGE = 5000
 MAX_LOG_LINE_CHARS = 8192
 MAX_PROGRESS_METRICS = 64
 MAX_STACKS_CHARS = 256 * 1024
+MAX_TRACKED_SESSIONS = 1 << 16  # sessions whose last sequence number is remembered (least recent go first)
+DEFAULT_MAX_CONNECTIONS = 256
+CONNECTIONS_PER_NODE = 8  # a node holds ~6 persistent connections (heartbeat, long poll, report, relay, ...)
 _STOP_KEY_LABEL = b"tfos reservation stop request v1"
 
 
@@ -71,7 +77,7 @@ def _read_frame_bytes(sock: socket.socket, timeout: float | None) -> bytes:
     magic, length = protocol._HEADER.unpack(header)
     if magic != protocol.MAGIC or length > protocol.MAX_PAYLOAD_BYTES:
         return header  # read_frame names what is wrong with it
-    return header + protocol._recv_exact(sock, protocol._MAC_LEN + length, deadline)
+    return header + protocol._recv_exact(sock, protocol._MAC_LEN + length, deadline, frame_start=False)
 
 
 def read_authenticated(sock: socket.socket, secret: bytes, stop: bytes, timeout: float | None) -> tuple[Message, bytes]:
@@ -84,7 +90,8 @@ def read_authenticated(sock: socket.socket, secret: bytes, stop: bytes, timeout:
             raise
     msg = protocol.read_frame(_Replay(raw), stop, None)  # type: ignore[arg-type]
     if msg.type != STOP_REQUEST:
-        raise ProtocolError(f"{msg.type!r} signed with the stop key: that key may only request a stop")
+        raise ProtocolError(f"{msg.type!r} signed with the stop key: that key may only request a stop",
+                            protocol.WRONG_KEY)
     return msg, stop
 
 
@@ -143,48 +150,82 @@ class LogSink(Protocol):
     def deliver(self, node: str, lines: list[tuple[str, int, str]], dropped: int) -> None: ...
 
 
+@dataclass(eq=False)
+class _Connection:
+    """One accepted connection; ``authenticated`` once a frame signed with the secret was accepted on it."""
+
+    sock: socket.socket
+    peer: str
+    accepted: float = field(default_factory=time.monotonic)
+    authenticated: bool = False
+    evicted: bool = False
+
+
 class _Handler(socketserver.BaseRequestHandler):
     server: _TCPServer
 
     def handle(self) -> None:
         owner = self.server.owner
         sock: socket.socket = self.request
-        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        conn = owner._connection(sock)
+        if conn is None:
+            return
+        peer = conn.peer
         while not owner.closed:
+            if conn.authenticated:
+                wait, read_timeout = owner.idle_timeout, owner.read_timeout
+            else:  # the first frame, and everything on a connection never signed with the secret
+                wait = conn.accepted + owner.first_frame_timeout - time.monotonic()
+                read_timeout = max(0.001, min(owner.read_timeout, wait))
             try:
-                sock.settimeout(owner.idle_timeout)
+                if wait <= 0:
+                    raise TimeoutError
+                sock.settimeout(wait)
                 if not sock.recv(1, socket.MSG_PEEK):  # idle between frames is fine; EOF ends the connection
                     return
             except TimeoutError:
-                logger.debug("reservation server: closing connection from %s idle for %ss", peer, owner.idle_timeout)
+                if conn.authenticated:
+                    logger.debug("reservation server: closing connection from %s idle for %ss",
+                                 peer, owner.idle_timeout)
+                else:
+                    owner._count_first_frame_timeout(peer)
                 return
             except OSError:
                 return
             try:
-                msg, key = read_authenticated(sock, owner.secret, owner.stop_key, owner.read_timeout)
+                msg, key = read_authenticated(sock, owner.secret, owner.stop_key, read_timeout)
+                if not owner._accept_sequence(conn, msg, key):
+                    return  # evicted while its frame arrived
             except EOFError:
                 return
             except TimeoutError:
-                owner.count_rejected()
-                logger.warning("reservation server: closing connection from %s that stalled mid-frame for %ss",
-                               peer, owner.read_timeout)
+                if not conn.evicted:
+                    owner.count_rejected(protocol.STALLED)
+                    logger.warning("reservation server: closing connection from %s that stalled mid-frame "
+                                   "for %.1fs (reason %s)", peer, read_timeout, protocol.STALLED)
                 return
             except ProtocolError as exc:
-                owner.count_rejected()
-                logger.warning("reservation server: rejected frame from %s: %s", peer, exc)
+                if not conn.evicted:
+                    owner.count_rejected(exc.reason)
+                    logger.warning("reservation server: rejected frame from %s (reason %s): %s",
+                                   peer, exc.reason, exc)
                 return
             except OSError:
                 return
             try:
                 reply_type, body = owner.dispatch(msg)
             except ProtocolError as exc:
-                owner.count_rejected()
-                logger.warning("reservation server: rejected %r from %s: %s", msg.type, peer, exc)
+                owner.count_rejected(exc.reason)
+                logger.warning("reservation server: rejected %r from %s (reason %s): %s", msg.type, peer,
+                               exc.reason, exc)
                 reply_type, body = protocol.ERROR, {"message": str(exc)}
             try:
-                protocol.send_frame(sock, key, reply_type, body)
+                protocol.send_frame(sock, key, reply_type, body, msg.session, msg.seq)
             except OSError:
                 return
+
+    def finish(self) -> None:
+        self.server.owner._release(self.request)  # before socketserver closes the socket
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
@@ -196,21 +237,65 @@ class _TCPServer(socketserver.ThreadingTCPServer):
         self.owner = owner
         super().__init__(address, _Handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.owner._admit(request, client_address):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.owner._release(request)
+            raise
+
 
 class ReservationServer:
-    """Collects one registration per expected TF node and serves the cluster's control messages."""
+    """Collects one registration per expected TF node and serves the cluster's control messages.
+
+    Connections are bounded so that nobody without the secret can tie the server up: a
+    connection must deliver its first frame within ``first_frame_timeout`` seconds; at most
+    ``max_connections`` are open at once (default: 256, or 8 per expected node if more), of
+    which at most ``max_unauthenticated`` have not yet sent a frame signed with the secret.
+    A new connection beyond either limit evicts the oldest unauthenticated one; only when
+    every open connection is authenticated is it refused (closed at once, logged, counted).
+    Authenticated connections (nodes, including their long polls) are never evicted.
+
+    Every request carries a session id and a sequence number (:mod:`protocol`); a frame whose
+    number is not above the last one accepted from its session is rejected as a replay. The
+    server remembers the latest ``MAX_TRACKED_SESSIONS`` sessions.
+    """
 
     def __init__(self, expected: int, secret: bytes, host: str = "127.0.0.1", port: int = 0,
-                 read_timeout: float = 30.0, idle_timeout: float = 3600.0):
+                 read_timeout: float = 30.0, idle_timeout: float = 3600.0, first_frame_timeout: float = 10.0,
+                 max_connections: int | None = None, max_unauthenticated: int | None = None):
         if expected < 1:
             raise ValueError(f"expected must be >= 1, got {expected}")
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
+        if first_frame_timeout <= 0:
+            raise ValueError(f"first_frame_timeout must be > 0 seconds, got {first_frame_timeout}")
+        if max_connections is None:
+            max_connections = max(DEFAULT_MAX_CONNECTIONS, CONNECTIONS_PER_NODE * expected)
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        if max_unauthenticated is None:
+            max_unauthenticated = max(1, min(max_connections, max(16, max_connections // 4)))
+        if not 1 <= max_unauthenticated <= max_connections:
+            raise ValueError(f"max_unauthenticated must be in [1, max_connections={max_connections}], "
+                             f"got {max_unauthenticated}")
         self.expected = expected
         self.secret = secret
         self.stop_key = stop_key(secret)
         self.read_timeout = read_timeout  # bound on receiving one whole frame once it has begun
-        self.idle_timeout = idle_timeout  # bound on silence between frames of a connection
+        self.idle_timeout = idle_timeout  # bound on silence between frames of an authenticated connection
+        self.first_frame_timeout = first_frame_timeout  # bound on an unauthenticated connection's life
+        self.max_connections = max_connections
+        self.max_unauthenticated = max_unauthenticated
+        self._conn_lock = threading.Lock()  # guards the connection and session tables below
+        self._connections: dict[socket.socket, _Connection] = {}
+        self._unauthenticated: OrderedDict[_Connection, None] = OrderedDict()  # oldest first
+        self._sessions: OrderedDict[tuple[str, str], int] = OrderedDict()  # (key, session) -> last seq
+        self._conn_counts = {"refused": 0, "evicted": 0, "first_frame_timeouts": 0, "sessions_forgotten": 0}
+        self._rejected_by_reason: dict[str, int] = {}
         self._host, self._port = host, port
         self._cond = threading.Condition()
         self._nodes: dict[int, NodeRecord] = {}
@@ -325,13 +410,105 @@ class ReservationServer:
 
     @property
     def rejected(self) -> int:
-        """How many frames or requests were refused (malformed, unsigned, unknown, invalid)."""
+        """How many frames or requests were refused (malformed, unsigned, replayed, unknown, invalid)."""
         with self._cond:
             return self._rejected
 
-    def count_rejected(self) -> None:
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        """``rejected`` split by reason (``protocol.BAD_MAGIC``, ``protocol.REPLAY``, ...)."""
+        with self._cond:
+            return dict(self._rejected_by_reason)
+
+    def count_rejected(self, reason: str = protocol.INVALID_REQUEST) -> None:
+        """Count one refused frame or request."""
         with self._cond:
             self._rejected += 1
+            self._rejected_by_reason[reason] = self._rejected_by_reason.get(reason, 0) + 1
+
+    def connection_stats(self) -> dict[str, int]:
+        """Open connections now (``open``, ``authenticated``, ``unauthenticated``) and counts since
+        start: ``refused``, ``evicted``, ``first_frame_timeouts``, ``sessions_forgotten``."""
+        with self._conn_lock:
+            return {"open": len(self._connections), "unauthenticated": len(self._unauthenticated),
+                    "authenticated": len(self._connections) - len(self._unauthenticated), **self._conn_counts}
+
+    # connections ---------------------------------------------------------------------------
+    def _admit(self, sock: socket.socket, address: Any) -> bool:
+        """Register a new connection, evicting the oldest unauthenticated one if a limit is reached."""
+        peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        victim: _Connection | None = None
+        with self._conn_lock:
+            full = len(self._connections) >= self.max_connections
+            if (full or len(self._unauthenticated) >= self.max_unauthenticated) and self._unauthenticated:
+                victim, _ = self._unauthenticated.popitem(last=False)
+                del self._connections[victim.sock]
+                victim.evicted = True
+                self._conn_counts["evicted"] += 1
+                try:  # under the lock: the victim's handler cannot have closed the socket yet
+                    victim.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            elif full:
+                self._conn_counts["refused"] += 1
+                refused = self._conn_counts["refused"]
+            if victim is not None or not full:
+                conn = _Connection(sock, peer)
+                self._connections[sock] = conn
+                self._unauthenticated[conn] = None
+        if victim is not None:
+            logger.warning("reservation server: closed the connection from %s, unauthenticated for %.1fs, "
+                           "to admit one from %s: the limits are %d unauthenticated (max_unauthenticated) "
+                           "and %d open connections (max_connections)", victim.peer,
+                           time.monotonic() - victim.accepted, peer, self.max_unauthenticated,
+                           self.max_connections)
+        elif full:
+            logger.warning("reservation server: refused a connection from %s: all %d connections allowed "
+                           "(max_connections) are open and authenticated (%d refused so far); raise "
+                           "max_connections if the cluster needs more", peer, self.max_connections, refused)
+            return False
+        return True
+
+    def _connection(self, sock: socket.socket) -> _Connection | None:
+        with self._conn_lock:
+            return self._connections.get(sock)
+
+    def _release(self, sock: socket.socket) -> None:
+        with self._conn_lock:
+            conn = self._connections.pop(sock, None)
+            if conn is not None:
+                self._unauthenticated.pop(conn, None)
+
+    def _count_first_frame_timeout(self, peer: str) -> None:
+        with self._conn_lock:
+            self._conn_counts["first_frame_timeouts"] += 1
+        logger.info("reservation server: closing the connection from %s: no frame signed with the secret "
+                    "within %ss (first_frame_timeout)", peer, self.first_frame_timeout)
+
+    def _accept_sequence(self, conn: _Connection, msg: Message, key: bytes) -> bool:
+        """Check ``msg`` is newer than everything accepted from its session; False: ``conn`` was evicted."""
+        if msg.session is None or msg.seq is None:
+            raise ProtocolError(f"{msg.type!r} carries no session id and sequence number, which "
+                                f"protocol version {protocol.PROTOCOL_VERSION} requires of every request: "
+                                "send it with tfos.reservation.client.ReservationClient",
+                                protocol.NO_SEQUENCE)
+        scope = ("secret" if key is self.secret else "stop", msg.session)
+        with self._conn_lock:
+            if conn.evicted:
+                return False
+            last = self._sessions.get(scope)
+            if last is not None and msg.seq <= last:
+                raise ProtocolError(f"replayed or reordered frame: {msg.type!r} #{msg.seq} of session "
+                                    f"{msg.session}, which already sent #{last}", protocol.REPLAY)
+            self._sessions[scope] = msg.seq
+            self._sessions.move_to_end(scope)
+            if len(self._sessions) > MAX_TRACKED_SESSIONS:
+                self._sessions.popitem(last=False)
+                self._conn_counts["sessions_forgotten"] += 1
+            if key is self.secret and not conn.authenticated:
+                conn.authenticated = True
+                self._unauthenticated.pop(conn, None)
+        return True
 
     # message handling ----------------------------------------------------------------------
     def dispatch(self, msg: Message) -> tuple[str, dict[str, Any]]:
