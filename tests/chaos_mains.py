@@ -18,6 +18,17 @@ def write_pid(args, ctx) -> None:
     os.replace(path + ".tmp", path)
 
 
+def mark_once(args, ctx, what: str) -> None:
+    """``<out>/<what>-<job>-<index>-gen<restart_count>`` holding ``time.time()``, written the first time only."""
+    import time
+
+    path = os.path.join(args["out"], f"{what}-{ctx.job_name}-{ctx.task_index}-gen{ctx.restart_count}")
+    if not os.path.exists(path):
+        with open(path + ".tmp", "w") as f:
+            f.write(repr(time.time()))
+        os.replace(path + ".tmp", path)
+
+
 def mnist_resuming_fit(args, ctx):
     """Keras fit under MultiWorkerMirroredStrategy, a checkpoint per epoch in ``model_dir``, resumed on restart."""
     import tensorflow as tf
@@ -38,8 +49,13 @@ def mnist_resuming_fit(args, ctx):
     initial_epoch = ckpt.restore()
     start_step = int(model.optimizer.iterations.numpy())
     model.fit(ds, epochs=args["epochs"], initial_epoch=initial_epoch, steps_per_epoch=args["steps_per_epoch"],
-              callbacks=[ckpt.callback()], verbose=0)
-    ckpt.close()
+              callbacks=[ckpt.callback(), tf.keras.callbacks.LambdaCallback(
+                  on_train_batch_end=lambda *_: mark_once(args, ctx, "first-step"))], verbose=0)
+    if args.get("export_dir"):
+        mark_once(args, ctx, "exporting")  # the test kills the chief now
+        ckpt.export_saved_model(args["export_dir"])  # every worker takes part; closes the checkpoint
+    else:
+        ckpt.close()
     test_x, test_y = load_mnist("test")
     preds = model.predict((test_x.reshape(-1, 784) / 255.0).astype("float32"), verbose=0).argmax(axis=1)
     write_result(args, ctx, restart_count=ctx.restart_count, initial_epoch=initial_epoch, start_step=start_step,
@@ -56,6 +72,8 @@ def feed_consumer(args, ctx):
     rows = 0
     while not feed.should_stop():
         batch = feed.next_batch(50)
+        if batch:
+            mark_once(args, ctx, "first-batch")
         rows += len(batch)
         if rows >= 500 and not os.path.exists(marker):
             open(marker, "w").close()  # mid-feed: the test kills now

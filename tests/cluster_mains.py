@@ -157,6 +157,8 @@ def with_evaluator(args, ctx):
 
 
 def raise_on_worker(args, ctx):
+    if "out" in args:
+        write_result(args, ctx, started=True)  # its pid: the test checks every TF process ended
     if ctx.job_name == "worker" and ctx.task_index == args.get("bad_index", 0):
         raise ValueError(f"bad input in shard {ctx.task_index}")
     time.sleep(args.get("others_sleep", 120))

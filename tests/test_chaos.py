@@ -114,3 +114,49 @@ def test_killed_tf_process_mid_feed_restarts_and_feeds_the_rest(sc, tmp_path, st
     assert len({got[n]["rows"] for n in workers}) == 1 and got["worker-0"]["rows"] > 0  # exact epochs still
     assert "feeding generation 1 the" in caplog.text
     assert_no_tf_process_left(tmp_path / "out")
+
+
+def executor_jvm_of(tf_pid: int) -> int:
+    """The executor JVM that owns a TF process (tfos puts its pid in the process's environment)."""
+    from tfos.cluster import lifetime
+
+    with open(f"/proc/{tf_pid}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    return int(env[lifetime.OWNER_ENV.encode()])
+
+
+def test_killed_executor_jvm_is_replaced_and_the_job_resumes(sc, tmp_path, start):
+    args = mnist_args(tmp_path)
+    cluster = start(sc, chaos_mains.mnist_resuming_fit, args, 2, max_restarts=1)
+    out = tmp_path / "out"
+    wait_for(out / "pid-worker-1-gen0")
+    wait_for(tmp_path / "model" / "checkpoint")
+    tf_pid = int((out / "pid-worker-1-gen0").read_text())
+    jvm = executor_jvm_of(tf_pid)
+    os.kill(jvm, signal.SIGKILL)  # the whole executor: Spark's standalone master starts a new one
+    killed = time.monotonic()
+    cluster.shutdown(timeout=600)
+    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"] == ["worker:1"]
+    assert cluster.restarts[0]["detected_at"] - killed < 30
+    got = results(out)
+    assert got["worker-1"]["restart_count"] == 1 and got["worker-1"]["start_step"] > 0
+    assert got["worker-0"]["final_step"] == args["epochs"] * args["steps_per_epoch"]
+    assert not pid_alive(jvm)
+    assert_no_tf_process_left(out)
+
+
+def test_chief_killed_while_exporting_restarts_and_the_export_completes(sc, tmp_path, start):
+    args = {**mnist_args(tmp_path), "export_dir": str(tmp_path / "export"), "epochs": 2}
+    cluster = start(sc, chaos_mains.mnist_resuming_fit, args, 2, max_restarts=1)
+    out = tmp_path / "out"
+    wait_for(out / "exporting-worker-0-gen0")
+    kill_pid = int((out / "pid-worker-0-gen0").read_text())
+    os.kill(kill_pid, signal.SIGKILL)
+    cluster.shutdown(timeout=600)
+    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"] == ["worker:0"]
+    got = results(out)
+    assert got["worker-0"]["restart_count"] == 1
+    assert got["worker-0"]["start_step"] == got["worker-0"]["final_step"] == 2 * args["steps_per_epoch"]
+    assert (tmp_path / "export" / "saved_model.pb").exists()
+    assert (tmp_path / "export" / "variables").is_dir()
+    assert_no_tf_process_left(out)

@@ -113,10 +113,27 @@ def test_failing_node_raises_on_driver_naming_it(sc, tmp_path, start):
     assert err.value.host == "127.0.0.1"
     assert "ValueError: bad input in shard 1" in str(err.value)
     assert "worker:1 (executor 1 on 127.0.0.1)" in str(err.value)
-    # The healthy workers were stopped rather than left sleeping.
     states = {n.name: n.state for n in cluster.server.nodes()}
     assert states["worker:1"] == "failed"
+    # The healthy workers (sleeping for 120 s) were stopped too: no TF process of the cluster is left.
+    pids = {name: r["pid"] for name, r in results(tmp_path).items()}
+    assert "worker-1" in pids  # the others may have been stopped before their TF process began
+    deadline = time.monotonic() + 30
+    while (alive := [n for n, p in pids.items() if pid_alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive == [], f"TF processes still running after NodeFailure: {alive}"
     assert sc.parallelize(range(3), 3).map(lambda x: x * 2).collect() == [0, 2, 4]
+
+
+def test_an_error_before_the_tf_process_starts_reaches_the_driver(sc, tmp_path, start):
+    begin = time.monotonic()
+    cluster = start(sc, cluster_mains.record_context, {"out": str(tmp_path), "num_gpus": "two"}, 2)
+    with pytest.raises(NodeFailure, match="failed before its TF process started") as err:
+        cluster.shutdown(timeout=120)
+    assert time.monotonic() - begin < 60  # not the 600 s reservation timeout, nor Spark's stage retries
+    assert "num_gpus must be a whole number, got 'two'" in str(err.value)
+    assert "already registered" not in str(err.value)
+    assert sc.parallelize(range(3), 3).count() == 3  # the executors are free again
 
 
 def test_reservation_timeout_names_missing_executors(sc, tmp_path):

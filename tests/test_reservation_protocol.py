@@ -122,7 +122,10 @@ def test_reservation_timeout_names_missing_executors(server):
 def test_duplicate_and_invalid_registrations_are_refused(server):
     client = ReservationClient(server.address, server.secret)
     client.register(node(0))
-    with pytest.raises(ReservationError, match="already registered"):
+    client.register({**node(0), "port": 6000})  # a retried start task before the cluster started: replaces
+    client.register(node(1))
+    assert [n["port"] for n in server.await_reservations(1)] == [6000, 5001]
+    with pytest.raises(ReservationError, match="already registered as worker:0 and the cluster started"):
         client.register(node(0))
     with pytest.raises(ReservationError, match="executor_id must be an int"):
         client.register(node(7))

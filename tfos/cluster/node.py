@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import traceback
 from dataclasses import replace
 
 from tfos.cluster import lifetime, prefork, template
@@ -102,17 +103,35 @@ class Node:
             "spark_executor_id": lifetime.spark_executor_id(jvm), "container_id": os.environ.get("CONTAINER_ID"),
         })
         self.log.info("registered %s:%d; waiting for the other nodes", host, port)
-        nodes = self.client.await_spec(self.executor_id, cfg.reservation_timeout)
-        spec = template.cluster_spec(nodes)
-        num_workers, worker_num = template.worker_counts(spec, self.job_name, self.task_index)
-        self.gpu = assign_gpus(requested_gpus(cfg.tf_args), spark_task_resources(),
-                               worker_index=host_local_index(nodes, self.executor_id), job_name=self.job_name)
+        try:
+            nodes = self.client.await_spec(self.executor_id, cfg.reservation_timeout)
+            spec = template.cluster_spec(nodes)
+            num_workers, worker_num = template.worker_counts(spec, self.job_name, self.task_index)
+            self.gpu = assign_gpus(requested_gpus(cfg.tf_args), spark_task_resources(),
+                                   worker_index=host_local_index(nodes, self.executor_id), job_name=self.job_name)
+        except BaseException as exc:
+            self._remove_node_dir()
+            self._report_start_failure(exc)
+            raise
         try:
             self._launch(nodes, spec, num_workers, worker_num, host, port_sock, tb_sock, tb_port, node_dir, feed_dir)
-        except BaseException:
+        except BaseException as exc:
             self.gpu.release()
             self._remove_node_dir()
+            self._report_start_failure(exc)
             raise
+
+    def _report_start_failure(self, exc: BaseException) -> None:
+        """Tell the driver why this node could not start (GPU assignment, the launcher, ...): the
+        Spark task's own error reaches it late, after Spark's retries, and reads as something else."""
+        if isinstance(exc, NodeStartError | KeyboardInterrupt | SystemExit):
+            return  # supervise() reported the TF process's end itself; or the task is being killed
+        error = "".join(traceback.format_exception(exc)).rstrip()
+        try:
+            self.client.report(self.executor_id, FAILED, error=f"{self.name} failed before its TF process "
+                                                               f"started:\n{error}")
+        except Exception as report_exc:  # noqa: BLE001 - the driver may be gone; the task error carries it
+            self.log.warning("could not report the start failure to the driver: %s", report_exc)
 
     def _launch(self, nodes: list[dict], spec: dict[str, list[str]], num_workers: int, worker_num: int, host: str,
                 port_sock: socket.socket, tb_sock: socket.socket | None, tb_port: int | None, node_dir: str,

@@ -552,8 +552,13 @@ class ReservationServer:
         eid = self._executor_id(body)
         with self._cond:
             if eid in self._nodes:
-                raise ProtocolError(f"executor {eid} already registered as {self._nodes[eid].name}; "
-                                    "tfos does not restart nodes of a running cluster")
+                if len(self._nodes) == self.expected or self._nodes[eid].state != REGISTERED:
+                    raise ProtocolError(f"executor {eid} already registered as {self._nodes[eid].name} and the "
+                                        f"cluster started: a node cannot rejoin a running cluster (tfos.run(..., "
+                                        f"max_restarts=N) restarts the whole cluster after a node failure)")
+                # Spark retried the barrier start stage before every node registered: the new attempt replaces it.
+                logger.info("executor %d registered again (a retried start task) as %s:%d", eid, body["job_name"],
+                            body["task_index"])
             info = {k: v for k, v in body.items() if k not in _REQUIRED_REGISTRATION_FIELDS}
             self._nodes[eid] = NodeRecord(eid, body["host"], body["port"], body["job_name"],
                                           body["task_index"], info)
