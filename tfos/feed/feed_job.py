@@ -143,6 +143,8 @@ _BARRIER_TASK = re.compile(r"barrier task ResultTask\((\d+), (\d+)\) finished un
 _LOST_TASK = re.compile(r"Lost task (\d+)\.\d+ in stage (\d+)\.\d+ \(TID \d+\) \(([^ )]+) executor ([^)]+)\): "
                         r"([^\n]*)")
 _CANCELLED = re.compile(r"(Job \d+ cancelled[^\n]*)")
+_NAMED_SHARD = re.compile(r"\bshard (\d+)\b")
+_NAMED_NODE = re.compile(r"\b(?:chief|master|worker):\d+\b")
 
 
 class FeedJobError(FeedError):
@@ -368,9 +370,12 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             what = f"feeding {'/'.join(names)} to the workers"
             err = _feed_failure(exc, what)
             if failures:  # a feed task said what went wrong (naming its shard and node)
-                raise FeedJobError(f"{what} failed: {failures[0]}", task=err.task, executor=err.executor,
-                                   host=err.host) from exc
-            if err.feed_task and not err.told_by_task:
+                shard, node = _NAMED_SHARD.search(failures[0]), _NAMED_NODE.search(failures[0])
+                told = FeedJobError(f"{what} failed: {failures[0]}", task=int(shard.group(1)) if shard else err.task,
+                                    executor=err.executor, host=err.host, node=node.group(0) if node else None)
+                told.feed_task, told.told_by_task = shard is not None, True
+                raise told from exc
+            if err.feed_task and not err.told_by_task and "ExecutorLost" not in str(exc):  # lost: the cluster names it
                 cleanup.join(CLEANUP_NAMING_WAIT)  # a task died without a word: which node did it feed?
                 node = found.get("nodes", {}).get(err.task)
                 if node:
