@@ -301,6 +301,22 @@ def test_failed_consumer_error_carries_its_traceback(pool, feed_dir):
     assert "worker:0" in text and "ValueError: boom in main_fun" in text and "Traceback" in text
 
 
+def test_a_feed_task_that_goes_away_mid_epoch_fails_the_datafeed_naming_it(pool, feed_dir):
+    # its Spark task was killed or cancelled: the epoch can never be completed, so reading on would
+    # silently break exact epochs
+    pool.submit(0, "collect", feed_dir=feed_dir, node="worker:0", batch_size=4)
+    conn = feeder.open_feed(target(feed_dir), "input", mode="train", partition=2, feed_timeout=30,
+                            extra={"epochs": 2, "rows_per_epoch": 100})
+    batch = codec.RowEncoder(0).encode([(i, float(i)) for i in range(10)], 0)
+    conn.send(ch.DATA, codec.to_ipc(batch), timeout=30, what="the consumer")
+    conn.send_control(ch.END_EPOCH, {"epoch": 0, "rows": 10}, timeout=30, what="the consumer")
+    conn.send(ch.DATA, codec.to_ipc(batch), timeout=30, what="the consumer")
+    conn.close()
+    with pytest.raises(AssertionError, match=r"FeedError: worker:0: the feed task of shard 2 of 'input' went away "
+                                             r"in epoch 2/2 \(its Spark task failed, was killed or cancelled"):
+        pool.result(0, timeout=30)
+
+
 def test_terminate_ends_the_feed_quietly_and_promptly(pool, feed_dir):
     pool.submit(0, "terminate_after", feed_dir=feed_dir, node="worker:0", batches=3, batch_size=10)
     rows = [(i, np.zeros(100)) for i in range(20000)]

@@ -85,3 +85,21 @@ def test_the_driver_hears_every_shards_sizes_once_the_round_is_complete():
     finally:
         srv.close()
     assert heard == [[[4], [5], [6]]]
+
+
+def test_rows_are_counted_per_node_from_the_reports_that_name_it(server):
+    from tfos.feed.progress import ProgressReporter
+
+    reporters = [ProgressReporter(server.address, {"feed": "f7", "shard": k, "node": f"worker:{k % 2}"})
+                 for k in range(3)]
+    for k, reporter in enumerate(reporters):
+        reporter.add("input", 10 * (k + 1))
+        reporter.close()  # sends the last cumulative report
+    anonymous = ProgressReporter(server.address, {"feed": "f7", "shard": 9})
+    anonymous.add("input", 1000)
+    anonymous.close()
+    deadline = time.monotonic() + 5
+    while server.rows().get("input") != 1060 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.rows() == {"input": 1060}
+    assert server.rows_by_node() == {"worker:0": {"input": 40}, "worker:1": {"input": 20}}

@@ -63,8 +63,47 @@ def nodes(sc, consumers):
     assert sorted(sc.parallelize(range(WORKERS), WORKERS).barrier().mapPartitions(register).collect()) == [0, 1, 2]
     yield SimpleNamespace(id=cluster_id, dirs=dirs, pool=consumers)
     consumers.reset()
+    unregister_all(sc, cluster_id)
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def unregister_all(sc, cluster_id):
+    """What the nodes do when they end: each executor's entries go, and with them its registry dirs."""
+    def unregister(_):
+        from tfos.feed.registry import find_local_nodes, unregister_local_node
+
+        for node in find_local_nodes(cluster_id):
+            unregister_local_node(cluster_id, node["job_name"], node["task_index"])
+        yield 0
+
+    sc.parallelize(range(WORKERS), WORKERS).barrier().mapPartitions(unregister).collect()
+
+
+def executor_dirs(sc):
+    """Per executor: its working directory and Spark's local dirs as its Python workers see them."""
+    def where(_):
+        yield os.getcwd(), os.environ.get("SPARK_LOCAL_DIRS", "")
+
+    return sc.parallelize(range(WORKERS), WORKERS).barrier().mapPartitions(where).collect()
+
+
+def leftovers(sc, nodes):
+    """Everything the feed tasks created that is still there: spill dirs, claims on the nodes."""
+    found = []
+    for _, local_dirs in executor_dirs(sc):
+        for base in [b for b in local_dirs.split(",") if b] or [tempfile.gettempdir()]:
+            found += [os.path.join(base, n) for n in os.listdir(base) if n.startswith("tfos-feed-spill-")]
+    for d in nodes.dirs:
+        found += [os.path.join(d, n) for n in os.listdir(d) if n.startswith("_feeding-")]
+    return found
+
+
+def wait_until_clean(sc, nodes, timeout=60):
+    deadline = time.monotonic() + timeout
+    while (left := leftovers(sc, nodes)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return left
 
 
 def uneven_rdd(sc, sizes, make=lambda g: (g, float(g))):
@@ -322,3 +361,69 @@ def test_a_dataframe_is_computed_once_and_every_worker_gets_the_same_rows(spark,
     # 100 rows a partition: 33 complete groups each, the 4 last rows on workers 0, 1, 2, 0
     assert report["inputs"]["input"]["shard_rows"] == [134, 133, 133]
     assert len(got) == 133 * WORKERS and all(r.double == r.id * 2 for r in got)
+
+
+def test_a_feed_that_succeeds_and_one_that_fails_leave_nothing_behind(sc, nodes):
+    cwds = [cwd for cwd, _ in executor_dirs(sc)]
+    assert all(os.path.isdir(os.path.join(cwd, ".tfos-feed", nodes.id)) for cwd in cwds)
+    run_all(nodes, "collect")
+    feed_job.train(sc, uneven_rdd(sc, [40, 60]), cluster_id=nodes.id, num_workers=WORKERS, feed_timeout=60,
+                   end_feed=True)
+    assert sum(len(rows) for rows in results(nodes)) == 99
+    assert leftovers(sc, nodes) == []
+    for d in nodes.dirs:  # open the nodes' feeds again
+        os.unlink(os.path.join(d, "input.end"))
+
+    # worker:2 fails while being fed; the other feed tasks are cancelled (killed: no finally of theirs runs)
+    for i in range(2):
+        nodes.pool.submit(i, "collect", feed_dir=nodes.dirs[i], node=f"worker:{i}")
+    nodes.pool.submit(2, "fail", feed_dir=nodes.dirs[2], node="worker:2", batches=2, batch_size=8)
+    data = sc.parallelize(range(30000), 6).map(lambda i: (i, np.zeros(32)))
+    with pytest.raises(FeedError, match=r"boom in main_fun") as info:
+        feed_job.train(sc, data, cluster_id=nodes.id, num_workers=WORKERS, num_epochs=5, feed_timeout=60)
+    assert "worker:2" in str(info.value) and "shard 2" in str(info.value)
+    assert (info.value.task, info.value.node) == (2, "worker:2")
+    assert wait_until_clean(sc, nodes) == []
+    unregister_all(sc, nodes.id)
+    assert [cwd for cwd in cwds if os.path.exists(os.path.join(cwd, ".tfos-feed", nodes.id))] == []
+    # .tfos-feed itself goes with the last cluster's entries (tfos.run's nodes of other tests may be there)
+    assert [cwd for cwd in cwds if os.listdir(cwd) and os.path.isdir(os.path.join(cwd, ".tfos-feed"))
+            and not os.listdir(os.path.join(cwd, ".tfos-feed"))] == []
+
+
+def test_a_killed_feed_task_fails_the_feed_naming_its_shard_and_leaves_nothing_behind(sc, nodes, tmp_path):
+    import signal
+
+    flag = str(tmp_path / "read")
+    for i in range(2):
+        nodes.pool.submit(i, "collect", feed_dir=nodes.dirs[i], node=f"worker:{i}")
+    nodes.pool.submit(2, "hang", feed_dir=nodes.dirs[2], node="worker:2", batches=2, batch_size=8, flag=flag)
+    data = sc.parallelize(range(30000), 6).map(lambda i: (i, np.zeros(32)))
+    outcome = {}
+
+    def run():
+        try:
+            feed_job.train(sc, data, cluster_id=nodes.id, num_workers=WORKERS, num_epochs=5, feed_timeout=120)
+        except Exception as exc:  # noqa: BLE001
+            outcome["error"] = exc
+
+    import threading
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [claim] = [n for n in os.listdir(nodes.dirs[2]) if n.startswith("_feeding-")]
+    with open(os.path.join(nodes.dirs[2], claim)) as f:
+        import json
+
+        task = json.load(f)
+    os.kill(task["pid"], signal.SIGKILL)  # the feed task's Python worker dies without a word
+    thread.join(60)
+    error = outcome.get("error")
+    assert isinstance(error, feed_job.FeedJobError), f"train() did not fail with a FeedJobError: {error!r}"
+    assert f"the feed task of shard {task['shard']} (worker:2, " in str(error) and "Python worker exited" in str(error)
+    assert (error.task, error.node) == (task["shard"], "worker:2")
+    # Spark does not retry a barrier ResultStage; what the killed task and the cancelled ones left goes
+    assert wait_until_clean(sc, nodes) == []

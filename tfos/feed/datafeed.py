@@ -31,6 +31,9 @@ partitions; call
 array, a tensor, or a dict of arrays), in order; they go back to the feed task, which yields
 them as the output of ``cluster.inference``.
 
+A training feed task that goes away before the end of its last epoch (its Spark task failed,
+was killed or cancelled) makes the read raise ``FeedError``: that epoch can never be completed.
+
 ``terminate()`` stops this input: the current feed task and all later ones end promptly
 without sending the rest. ``should_stop()`` is True after the end of the feed (end of
 ``cluster.train`` / ``cluster.shutdown``) or ``terminate()``.
@@ -110,6 +113,7 @@ class DataFeed:
         self._terminated = False
         self.rows_read = 0
         self.epochs_read = 0
+        self._conn_epochs = 0  # epochs ended on the current connection
         logger.info("%s: data feed %r open (%s mode)", self.node, qname_in, "train" if train_mode else "inference")
 
     # ------------------------------------------------------------------------------------
@@ -356,6 +360,14 @@ class DataFeed:
             msg = conn.recv(timeout=self._msg_timeout(),
                             what=f"the next message of the feed task for partition {part}")
         except PeerGone:
+            epochs = int(self._hello.get("epochs") or 0)
+            if self._hello.get("mode") == "train" and self._conn_epochs < epochs:
+                # the epoch can never be completed: reading on would break exact epochs silently
+                self._conn = None
+                conn.close()
+                raise FeedError(f"{self.node}: the feed task of shard {part} of {self.qname_in!r} went away in "
+                                f"epoch {self._conn_epochs + 1}/{epochs} (its Spark task failed, was killed or "
+                                f"cancelled: see the driver's error); {self.rows_read} rows read so far") from None
             logger.warning("%s: the feed task of partition %s closed its connection before the end of its data "
                            "(task failed, killed or cancelled); %d rows read so far", self.node, part, self.rows_read)
             self._events.append(PARTITION_END)
@@ -368,6 +380,7 @@ class DataFeed:
             self._events.extend(b for b in batches if b.num_rows)
         elif msg.type == ch.END_EPOCH:
             self.epochs_read += 1
+            self._conn_epochs += 1
             self._events.append(EPOCH_END)
         elif msg.type == ch.END_FEED:
             # queued after the data before it; with the queue empty _next_event then keeps
@@ -440,7 +453,7 @@ class DataFeed:
             if not self._reply(conn, ch.WELCOME, {"pid": os.getpid(), "node": self.node}):
                 conn.close()
                 continue
-            self._conn, self._hello = conn, hello
+            self._conn, self._hello, self._conn_epochs = conn, hello, 0
             if hello.get("mode") == "inference":
                 self._inference_seen = True
                 self._current = _Outstanding(conn, int(hello.get("partition", -1)))

@@ -52,8 +52,14 @@ every worker then ends each epoch with the same short batch (or none with
 
 Costs: the input is read (DataFrame) or computed (RDD) once, one shuffle of the
 Arrow-encoded rows, local disk for one shard per worker executor. Epochs after the first
-replay the local spill instead of recomputing the input. A retried barrier stage (executor
-loss) feeds the epoch again from its start.
+replay the local spill instead of recomputing the input.
+
+Failure: a feed task that fails (its node died, a malformed row, a lost executor, a killed
+Python worker) fails the whole feed job at once: Spark never retries a barrier result stage,
+and the driver cancels the other tasks. ``train`` raises a :class:`FeedJobError` naming what
+failed (the shard and node, or the task, stage and executor, and why); the nodes are then in the
+middle of an epoch, so the cluster must fail too. A background clean-up job then removes what
+the killed tasks left on the executors (their claims on the nodes, their spill files).
 
 Early stop: a node's ``terminate()`` ends its shard feed task within about a second; when
 all nodes terminated, the job ends and ``train`` returns.
@@ -133,23 +139,108 @@ class _JobGroup:
 
 
 _ERROR_LINE = re.compile(r"tfos\.feed\.errors\.(\w+): ")
+_BARRIER_TASK = re.compile(r"barrier task ResultTask\((\d+), (\d+)\) finished unsuccessfully\.?\s*([^\n]*)")
+_LOST_TASK = re.compile(r"Lost task (\d+)\.\d+ in stage (\d+)\.\d+ \(TID \d+\) \(([^ )]+) executor ([^)]+)\): "
+                        r"([^\n]*)")
+_CANCELLED = re.compile(r"(Job \d+ cancelled[^\n]*)")
+_NAMED_SHARD = re.compile(r"\bshard (\d+)\b")
+_NAMED_NODE = re.compile(r"\b(?:chief|master|worker):\d+\b")
 
 
-def _feed_failure(exc: BaseException, what: str) -> BaseException:
-    """A FeedError carrying the task's own message when a Spark job failed because of the feed."""
+class FeedJobError(FeedError):
+    """A Spark job of the feed failed. The message says which task (the feed task of a shard, or
+    a task of an input stage), where and why, as far as the feed tasks or Spark told; ``task``
+    (the shard or partition index), ``executor``, ``host`` and ``node`` (``worker:1``) carry what
+    is known, for the cluster to name the failed node."""
+
+    def __init__(self, message: str, *, task: int | None = None, executor: str | None = None,
+                 host: str | None = None, node: str | None = None):
+        super().__init__(message)
+        self.task, self.executor, self.host, self.node = task, executor, host, node
+        self.feed_task = False  # ``task`` is the shard of a feed task (not a partition of an input stage)
+        self.told_by_task = False  # the message is the task's own feed error
+
+
+def _feed_failure(exc: BaseException, what: str) -> FeedJobError:
+    """A FeedJobError for a failed feed job: the feed task's own message when it raised a feed
+    error, else which task failed (its shard, or partition and stage; its executor) and Spark's reason."""
     text = str(exc)
+    lost = _LOST_TASK.search(text)
+    barrier = _BARRIER_TASK.search(text)
+    if barrier:  # the barrier stage is the feed stage: its task index is the shard
+        task: int | None = int(barrier.group(2))
+        where = f"the feed task of shard {task} (stage {barrier.group(1)})"
+    elif lost:
+        task = int(lost.group(1))
+        where = f"task {task} of stage {lost.group(2)}"
+    else:
+        task, where = None, ""
+    executor, host = (lost.group(4), lost.group(3)) if lost else (None, None)
+    if executor:
+        where += f" on executor {executor} ({host})"
     matches = list(_ERROR_LINE.finditer(text))
-    if not matches:
-        return exc
-    m = matches[0]
-    body = text[m.end():]
-    end = len(body)
-    for marker in ("\n\tat ", "\n\n\tat", "\nJVM stacktrace", "\n\nDriver stacktrace"):
-        i = body.find(marker)
-        if i >= 0:
-            end = min(end, i)
-    message = body[:end].strip()
-    return FeedError(f"{what} failed: {m.group(1)}: {message}")
+    if matches:
+        m = matches[0]
+        body = text[m.end():]
+        end = len(body)
+        for marker in ("\n\tat ", "\n\n\tat", "\nJVM stacktrace", "\n\nDriver stacktrace"):
+            i = body.find(marker)
+            if i >= 0:
+                end = min(end, i)
+        message = f"{what} failed: {m.group(1)}: {body[:end].strip()}"
+    else:
+        if lost:
+            reason = lost.group(5).strip()
+        elif barrier and barrier.group(3).strip():
+            reason = barrier.group(3).strip()
+        elif (cancelled := _CANCELLED.search(text)) is not None:
+            reason = cancelled.group(1).strip()
+        else:
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            reason = next((line for line in lines if "Exception" in line or "Error" in line),
+                          lines[0] if lines else "") or type(exc).__name__
+        message = f"{what} failed: {where or 'the Spark job'} failed: {reason[:2000]}"
+    err = FeedJobError(message, task=task, executor=executor, host=host)
+    err.feed_task, err.told_by_task = barrier is not None, bool(matches)
+    return err
+
+
+CLEANUP_TIMEOUT = 60.0
+CLEANUP_NAMING_WAIT = 15.0  # how long a failure nothing explained waits for the clean-up to name the node
+
+
+def _clean_up_after(sc: Any, group: str, cluster_id: str, n: int, feed_id: str) -> tuple[threading.Thread, dict]:
+    """After a failed feed job, in the background: one barrier task per worker executor removes
+    what the feed's killed tasks left (their claims on the nodes, their spill files; see
+    :func:`feeder.clean_up_task`). Best effort, cancelled after :data:`CLEANUP_TIMEOUT`. Returns
+    the thread and a dict that gets ``"nodes"`` (shard -> the node its killed task fed)."""
+    cleanup_group = f"{group}-cleanup"
+    found: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with _JobGroup(sc, cleanup_group, f"tfos {cluster_id}: clean up after the failed feed {feed_id}"):
+                rdd = sc.parallelize(range(n), n)
+                lines = rdd.barrier().mapPartitions(partial(feeder.clean_up_task, cluster_id, feed_id)).collect()
+            reports = [json.loads(line) for line in lines]
+            found["nodes"] = {c["shard"]: c["node"] for r in reports for c in r["claims"]}
+            removed = [p for r in reports for p in r["removed"]]
+            logger.info("feed %s: removed what its killed tasks left: %s", feed_id, removed or "nothing")
+        except Exception as exc:  # noqa: BLE001 - best effort; the next feed task cleans up too
+            logger.info("feed %s: clean-up job did not run: %s", feed_id, str(exc).splitlines()[0] if str(exc) else exc)
+
+    def watch() -> None:
+        worker.join(CLEANUP_TIMEOUT)
+        if worker.is_alive():
+            try:
+                sc.cancelJobGroup(cleanup_group)
+            except Exception:  # noqa: BLE001 - the SparkContext may be stopping
+                pass
+
+    worker = threading.Thread(target=run, name=f"tfos-feed-cleanup-{feed_id}", daemon=True)
+    worker.start()
+    threading.Thread(target=watch, name=f"tfos-feed-cleanup-watch-{feed_id}", daemon=True).start()
+    return worker, found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,9 +366,24 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
         try:
             lines = _run_feed(inputs, plans, plan, n)
         except Exception as exc:
-            if failures:
-                raise FeedError(f"feeding {'/'.join(names)} to the workers failed: {failures[0]}") from exc
-            raise _feed_failure(exc, f"feeding {'/'.join(names)} to the workers") from exc
+            cleanup, found = _clean_up_after(sc, group, cluster_id, n, feed_id)
+            what = f"feeding {'/'.join(names)} to the workers"
+            err = _feed_failure(exc, what)
+            if failures:  # a feed task said what went wrong (naming its shard and node)
+                shard, node = _NAMED_SHARD.search(failures[0]), _NAMED_NODE.search(failures[0])
+                told = FeedJobError(f"{what} failed: {failures[0]}", task=int(shard.group(1)) if shard else err.task,
+                                    executor=err.executor, host=err.host, node=node.group(0) if node else None)
+                told.feed_task, told.told_by_task = shard is not None, True
+                raise told from exc
+            if err.feed_task and not err.told_by_task and "ExecutorLost" not in str(exc):  # lost: the cluster names it
+                cleanup.join(CLEANUP_NAMING_WAIT)  # a task died without a word: which node did it feed?
+                node = found.get("nodes", {}).get(err.task)
+                if node:
+                    named = FeedJobError(str(err).replace(f"shard {err.task} (", f"shard {err.task} ({node}, ", 1),
+                                         task=err.task, executor=err.executor, host=err.host, node=node)
+                    named.feed_task = True
+                    err = named
+            raise err from exc
         finally:
             server.close()
     shards = sorted((json.loads(line) for line in lines), key=lambda s: s["shard"])

@@ -18,6 +18,12 @@ A TF process that dies or raises while being fed fails the feeding task within a
 (closed socket, dead pid, or its exit marker) with an error naming the node (``worker:1``) and,
 where the TF side left one, its traceback. A TF side that called ``terminate()`` or finished
 ``main_fun`` ends its feed tasks quietly.
+
+Files: a shard feed task claims its node (``feed_dir/_feeding-<feed_id>``: shard, attempt, pid)
+and spills under Spark's local dir (``tfos-feed-spill-<pid>-*``); both go in its ``finally``. A
+killed task (Spark SIGKILLs its Python worker) leaves them: its claim is taken over by the next
+task whose process finds the claimant gone, and :func:`reap_claims` / :func:`reap_spills`
+(run by every feed task, the end of feed, and the clean-up after a failed feed) remove them.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -427,10 +434,68 @@ def _agree(plan: TrainPlan, shard: int, sizes: list[int]) -> list[list[int]]:
     return got
 
 
-def _spill_dir() -> str:
+SPILL_PREFIX = "tfos-feed-spill-"
+_SPILL_NAME = re.compile(rf"^{SPILL_PREFIX}(\d+)-")
+
+
+def _spill_base() -> str:
+    """Where spill directories go: Spark's first local dir (``SPARK_LOCAL_DIRS``), else the system temp dir."""
     local = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0]
-    base = local if local and os.path.isdir(local) else None
-    return tempfile.mkdtemp(prefix="tfos-feed-spill-", dir=base)
+    return local if local and os.path.isdir(local) else tempfile.gettempdir()
+
+
+def _spill_dir() -> str:
+    """A new private spill directory, named after this process (``tfos-feed-spill-<pid>-*``)."""
+    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=_spill_base())
+
+
+def reap_spills(base: str | None = None) -> list[str]:
+    """Remove the spill directories in ``base`` left by feed tasks whose process is gone (killed
+    tasks skip their ``finally``); returns the removed paths."""
+    base = base or _spill_base()
+    removed = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        m = _SPILL_NAME.match(name)
+        if not m or ch.pid_alive(int(m.group(1))):
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        logger.info("removed %d spill directories of dead feed tasks: %s", len(removed), removed)
+    return removed
+
+
+@dataclass(frozen=True)
+class TaskAttempt:
+    """Which Spark task attempt runs a shard feed task (recorded in its claim on the node)."""
+
+    shard: int
+    attempt: int = 0  # TaskContext.attemptNumber()
+    task_attempt_id: int = -1  # TaskContext.taskAttemptId(): unique in the application, grows with time
+    pid: int = field(default_factory=os.getpid)
+
+    @classmethod
+    def current(cls, shard: int) -> TaskAttempt:
+        from pyspark import TaskContext
+
+        tc = TaskContext.get()
+        if tc is None:
+            return cls(shard)
+        return cls(shard, tc.attemptNumber(), tc.taskAttemptId())
+
+    def describe(self) -> str:
+        return (f"shard {self.shard} attempt {self.attempt} (task attempt id {self.task_attempt_id}, "
+                f"pid {self.pid})")
 
 
 def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[str]:
@@ -441,13 +506,18 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
     from pyspark import BarrierTaskContext
 
     shard = BarrierTaskContext.get().partitionId()
-    directory = _spill_dir()
-    spills = [SpillFile(directory, f"{i}.arrows") for i in range(len(plan.qnames))]
+    task = TaskAttempt.current(shard)
+    directory = None
+    spills: list[SpillFile] = []
     reporter = None
     claim = None
+    target = None
     try:
         target = NodeTarget(pick_local_node(plan.cluster_id, shard))
-        claim = _claim_node(target, plan, shard)
+        claim = _claim_node(target, plan, task)
+        reap_spills()
+        directory = _spill_dir()
+        spills.extend(SpillFile(directory, f"{i}.arrows") for i in range(len(plan.qnames)))
         began = time.monotonic()
         for _, (qi, rows, payload) in pairs:
             spills[qi].append(payload, rows)
@@ -466,19 +536,26 @@ def feed_shard(plan: TrainPlan, pairs: Iterable[tuple[int, tuple]]) -> Iterator[
                  "feed_seconds": round(time.monotonic() - agreed, 3)}
         yield json.dumps(stats)
     except Exception as exc:
-        report_error(plan.progress, {"feed": plan.feed_id, "shard": shard}, f"{type(exc).__name__}: {exc}")
+        where = f"feed task of shard {shard}" + (f" ({target.name})" if target is not None else "") + \
+            f" on {socket.gethostname()}"
+        report_error(plan.progress, {"feed": plan.feed_id, "shard": shard},
+                     f"{type(exc).__name__}: {exc}" if _names_shard_and_node(str(exc), shard, target) else
+                     f"{type(exc).__name__}: {where}: {exc}")
         raise
     finally:
         if reporter is not None:
             reporter.close()
         for spill in spills:
             spill.close()
-        shutil.rmtree(directory, ignore_errors=True)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
         if claim is not None:
-            try:
-                os.unlink(claim)
-            except OSError:
-                pass
+            claim.release()
+
+
+def _names_shard_and_node(message: str, shard: int, target: NodeTarget | None) -> bool:
+    """Whether an error message already names the shard and the node it was fed to."""
+    return f"shard {shard}" in message and (target is None or target.name in message)
 
 
 def feed_shard_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -534,23 +611,154 @@ def feed_rows_arrow(plan: TrainPlan, batches: Iterable[pa.RecordBatch]) -> Itera
     yield from _as_line_batches(feed_shard(plan, pairs()))
 
 
-def _claim_node(target: NodeTarget, plan: TrainPlan, shard: int) -> str:
-    """Mark ``target`` as fed by this task; a second feed task of the same feed there is an error."""
-    path = os.path.join(target.node["feed_dir"], f"_feeding-{plan.feed_id or 'feed'}")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+CLAIM_PREFIX = "_feeding-"
+_TMP = ".tmp-"
+CLAIM_TAKEOVER_WAIT = 15.0  # seconds an earlier attempt of the same task gets to die (Spark kills it)
+
+
+class NodeClaim:
+    """This task's claim on a node for one feed (``feed_dir/_feeding-<feed_id>``, JSON)."""
+
+    def __init__(self, path: str, record: dict):
+        self.path, self.record = path, record
+
+    def release(self) -> None:
+        """Remove the claim if it is still ours (a later attempt may have taken it over); never raises."""
         try:
-            with open(path) as f:
-                other = f.read().strip()
-        except OSError:
-            other = "another"
-        raise FeedError(f"two feed tasks landed on the executor of {target.name} (shard {other} and shard {shard} "
-                        f"on {socket.gethostname()}): each worker executor must run exactly one task at a time "
-                        f"(spark.executor.cores=1, spark.task.cpus=1, and one executor per TF worker)") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(str(shard))
-    return path
+            with _claim_lock(os.path.dirname(self.path)):
+                if _read_claim(self.path) == self.record:
+                    os.unlink(self.path)
+        except OSError:  # the node removed its directory meanwhile
+            pass
+
+
+class _claim_lock:  # noqa: N801 - used as a context manager
+    """An exclusive ``flock`` on the ``feed_dir`` directory itself (no lock file to leave behind;
+    freed by the OS if the holder dies)."""
+
+    def __init__(self, feed_dir: str):
+        self.feed_dir = feed_dir
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        self.fd = os.open(self.feed_dir, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: Any) -> None:
+        os.close(self.fd)  # releases the lock
+
+
+def _read_claim(path: str) -> dict | None:
+    """The claim at ``path``: a dict, ``{"shard": text}`` for an unreadable one, None when absent."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return {"shard": f"unreadable ({exc})"}
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) else {"shard": text or "unknown"}
+
+
+def _claim_is_stale(record: dict, *, in_task: bool = True) -> bool:
+    """A claim whose task's process is gone (killed attempts leave theirs behind), or, asked from a
+    task (``in_task``), one left by an earlier task of this very process (Spark reuses Python
+    workers, which run one task at a time)."""
+    pid, host = record.get("pid"), record.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    return (in_task and pid == os.getpid()) or not ch.pid_alive(pid)
+
+
+def _describe_claim(record: dict) -> str:
+    if "pid" not in record:
+        return f"shard {record.get('shard')}"
+    return (f"shard {record.get('shard')} attempt {record.get('attempt')} (task attempt id "
+            f"{record.get('task_attempt_id')}, pid {record.get('pid')})")
+
+
+def reap_claims(feed_dir: str) -> list[str]:
+    """Remove the claims in ``feed_dir`` left by dead feed tasks (of any feed); returns their paths."""
+    with _claim_lock(feed_dir):
+        return _sweep_claims(feed_dir)
+
+
+def live_claims(feed_dir: str, name: str | None = None) -> list[dict]:
+    """The claims in ``feed_dir`` (only the one called ``name``, if given) of feed tasks that are
+    still running; empty if ``feed_dir`` is gone."""
+    try:
+        with _claim_lock(feed_dir):
+            records = [_read_claim(os.path.join(feed_dir, n)) for n in os.listdir(feed_dir)
+                       if n.startswith(CLAIM_PREFIX) and _TMP not in n and (name is None or n == name)]
+    except OSError:
+        return []
+    return [r for r in records if r is not None and not _claim_is_stale(r, in_task=False)]
+
+
+def _sweep_claims(feed_dir: str, keep: str = "") -> list[str]:
+    """:func:`reap_claims` with the lock held, sparing the claim named ``keep``."""
+    removed = []
+    for name in os.listdir(feed_dir):
+        if not name.startswith(CLAIM_PREFIX) or name == keep:
+            continue
+        path = os.path.join(feed_dir, name)
+        if _TMP in name:  # a claim being written when its task died
+            pid = name.rpartition(_TMP)[2]
+            record = {"pid": int(pid), "host": socket.gethostname()} if pid.isdigit() else None
+        else:
+            record = _read_claim(path)
+        if record is not None and _claim_is_stale(record):
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def _claim_node(target: NodeTarget, plan: TrainPlan, task: TaskAttempt,
+                takeover_wait: float = CLAIM_TAKEOVER_WAIT) -> NodeClaim:
+    """Mark ``target`` as fed by ``task`` for this feed.
+
+    A claim left by a dead process (a killed attempt: its ``finally`` never ran) is taken over;
+    a live earlier attempt of the same shard gets ``takeover_wait`` seconds to die (Spark is
+    killing it) before it counts as a second live task. Two live feed tasks of one feed on one
+    node is an error: each worker executor must run exactly one task at a time.
+    """
+    feed_dir = target.node["feed_dir"]
+    path = os.path.join(feed_dir, f"{CLAIM_PREFIX}{plan.feed_id or 'feed'}")
+    mine = {"shard": task.shard, "attempt": task.attempt, "task_attempt_id": task.task_attempt_id,
+            "pid": task.pid, "host": socket.gethostname(), "node": target.name, "time": time.time()}
+    deadline = time.monotonic() + takeover_wait
+    while True:
+        with _claim_lock(feed_dir):
+            other = _read_claim(path)
+            earlier = (other is not None and other.get("shard") == task.shard
+                       and isinstance(other.get("task_attempt_id"), int)
+                       and other["task_attempt_id"] < task.task_attempt_id)
+            if other is not None and _claim_is_stale(other):
+                logger.warning("%s: %s takes over the claim of %s, whose process is gone (a killed or failed "
+                               "attempt)", target.name, task.describe(), _describe_claim(other))
+                other = None
+            if other is None:
+                tmp = f"{path}{_TMP}{task.pid}"
+                with open(tmp, "w") as f:
+                    json.dump(mine, f)
+                os.replace(tmp, path)
+                _sweep_claims(feed_dir, keep=os.path.basename(path))  # dead tasks of earlier feeds
+                return NodeClaim(path, mine)
+        if not earlier or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    raise FeedError(f"two feed tasks landed on the executor of {target.name} ({_describe_claim(other)}, still "
+                    f"running, and {task.describe()} on {socket.gethostname()}): each worker executor must run "
+                    f"exactly one task at a time (spark.executor.cores=1, spark.task.cpus=1, and one executor per "
+                    f"TF worker)")
 
 
 def _feed_inputs(plan: TrainPlan, target: NodeTarget, shard: int, spills: list[SpillFile], targets: list[int],
@@ -757,7 +965,9 @@ def infer_arrow_pickled(plan: InferencePlan, batches: Iterable[pa.RecordBatch]) 
 
 
 def end_feed_task(cluster_id: str, qnames: list[str] | None, _rows: Iterable[Any]) -> Iterator[str]:
-    """Mark the feed ended for every local node (all inputs, or ``qnames``); yields the node names."""
+    """Mark the feed ended for every local node (all inputs, or ``qnames``); yields the node names.
+
+    Also removes what killed feed tasks left on this executor (claims, spill files)."""
     from tfos.feed.registry import find_local_nodes
 
     for node in find_local_nodes(cluster_id):
@@ -766,4 +976,41 @@ def end_feed_task(cluster_id: str, qnames: list[str] | None, _rows: Iterable[Any
             continue
         for q in qnames or [None]:
             fdir.mark_ended(q)
+        _quietly(reap_claims, node["feed_dir"])
         yield node_name(node)
+    _quietly(reap_spills)
+
+
+CLEANUP_WAIT = 10.0  # seconds the killed tasks of a failed feed get to die (Spark kills in ~2 s)
+
+
+def clean_up_task(cluster_id: str, feed_id: str, _rows: Iterable[Any], wait: float = CLEANUP_WAIT) -> Iterator[str]:
+    """After a failed feed: wait (up to ``wait`` s) for that feed's tasks on this executor to die,
+    then remove the claims and spill files of dead feed tasks. Yields one JSON line: the feed's
+    claims found here (``shard``, ``node``: which node each killed task fed) and the removed paths."""
+    from tfos.feed.registry import find_local_nodes
+
+    name = f"{CLAIM_PREFIX}{feed_id or 'feed'}"
+    claims: list[dict] = []
+    removed: list[str] = []
+    deadline = time.monotonic() + wait
+    for node in find_local_nodes(cluster_id):
+        feed_dir = node["feed_dir"]
+        while time.monotonic() < deadline and any(
+                r.get("pid") != os.getpid() for r in live_claims(feed_dir, name)):
+            time.sleep(0.1)
+        record = _read_claim(os.path.join(feed_dir, name))
+        if record is not None:
+            claims.append({"shard": record.get("shard"), "node": record.get("node", node_name(node))})
+        removed.extend(_quietly(reap_claims, feed_dir) or [])
+    removed.extend(_quietly(reap_spills) or [])
+    yield json.dumps({"host": socket.gethostname(), "claims": claims, "removed": removed})
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; a clean-up that fails is logged, never raised."""
+    try:
+        return fn(*args)
+    except OSError as exc:
+        logger.warning("feed clean-up %s%s failed: %s", fn.__name__, args, exc)
+        return None

@@ -9,37 +9,33 @@ arrived, and hands them to ``on_plan`` on the driver. (Spark's ``BarrierTaskCont
 which cost a whole second per ``train`` call.)
 
 The driver's :class:`ProgressServer` listens on the driver host; each feed task's
-:class:`ProgressReporter` sends a cumulative report about once a second. Frames are
-``length(4, big endian) | JSON | HMAC-SHA256(key, JSON)`` with a fresh random key per feed
-(shipped to the tasks in the job closure); the server never unpickles, drops any frame that
-is too long, unauthenticated or malformed, and keeps serving. Progress is best effort: a
+:class:`ProgressReporter` sends a cumulative report about once a second. Frames are the
+shared signed frames of :mod:`tfos.reservation.frames` (magic ``TFFP``, at most ``MAX_FRAME``
+bytes of JSON) with a fresh random key per feed (shipped to the tasks in the job closure);
+the server never unpickles, drops any frame that is too long, unauthenticated or malformed,
+and keeps serving. Progress is best effort: a
 reporter that cannot reach the driver stays silent and the feed goes on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import secrets
 import select
 import socket
-import struct
 import sys
 import threading
 import time
 from typing import Any
 
+from tfos.reservation import frames
+
 logger = logging.getLogger("tfos.feed")
 
 MAX_FRAME = 64 * 1024
-_LEN = struct.Struct(">I")
+CODEC = frames.FrameCodec(b"TFFP", MAX_FRAME, "tfos feed progress")
 REPORT_EVERY = 1.0
-
-
-def _sign(key: bytes, body: bytes) -> bytes:
-    return hmac.new(key, body, hashlib.sha256).digest()
 
 
 class ProgressServer:
@@ -57,6 +53,7 @@ class ProgressServer:
         self.errors: list[str] = []
         self._rows: dict[tuple, dict[str, int]] = {}  # (feed, shard) -> qname -> rows (cumulative)
         self._states: dict[tuple, dict[str, str]] = {}
+        self._node_of: dict[tuple, str] = {}  # (feed, shard) -> the TF node it feeds ("worker:0"), if told
         self._lock = threading.Lock()
         self._sizes: dict[str, dict[int, tuple]] = {}  # feed -> shard -> (its sizes, its connection): this round
         self._sizes_changed = threading.Condition(self._lock)
@@ -109,6 +106,8 @@ class ProgressServer:
                         self._answer_sizes(conn, report)
                         return
                     self._update(report)
+        except frames.FrameError as exc:  # an answer over the cap: the task sees its connection close
+            logger.warning("feed progress: could not answer a feed task: %s", exc)
         except (OSError, ValueError, TypeError, KeyError):
             return
 
@@ -126,9 +125,12 @@ class ProgressServer:
         ident = (str(report["feed"]), int(report["shard"]))
         rows = {str(k): int(v) for k, v in dict(report.get("rows", {})).items()}
         states = {str(k): str(v) for k, v in dict(report.get("states", {})).items()}
+        node = report.get("node")
         with self._lock:
             self._rows[ident] = rows
             self._states[ident] = states
+            if isinstance(node, str) and node:
+                self._node_of[ident] = node[:100]
 
     def _answer_sizes(self, conn: socket.socket, report: dict) -> None:
         """One feed task's shard sizes in; every shard's out, once all ``shards`` have sent theirs.
@@ -182,6 +184,19 @@ class ProgressServer:
             for rows in self._rows.values():
                 for q, n in rows.items():
                     out[q] = out.get(q, 0) + n
+        return out
+
+    def rows_by_node(self) -> dict[str, dict[str, int]]:
+        """Rows fed so far per TF node (``"worker:0"``) and input, from the reports that named their node."""
+        out: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for ident, rows in self._rows.items():
+                node = self._node_of.get(ident)
+                if node is None:
+                    continue
+                mine = out.setdefault(node, {})
+                for q, n in rows.items():
+                    mine[q] = mine.get(q, 0) + n
         return out
 
     def states(self) -> dict[tuple, dict[str, str]]:
@@ -241,35 +256,21 @@ def _drop_closed(got: dict[int, tuple]) -> None:
 
 
 def _frame(key: bytes, body: bytes) -> bytes:
-    return _LEN.pack(len(body)) + body + _sign(key, body)
+    """``body`` framed and signed with ``key``; ``frames.FrameError`` if it is over ``MAX_FRAME``."""
+    return CODEC.encode(key, body)
 
 
 def _read_frame(conn: socket.socket, key: bytes) -> bytes | None:
     """The next frame's body; None at end of stream; ConnectionError for a frame that is too long,
-    cut short or not signed with ``key``."""
-    head = _recv_exact(conn, _LEN.size)
-    if head is None:
+    cut short, not a feed progress frame or not signed with ``key``. The socket's timeout applies."""
+    try:
+        return CODEC.read(conn, key, None)
+    except EOFError:
         return None
-    (length,) = _LEN.unpack(head)
-    if length > MAX_FRAME:
-        raise ConnectionError(f"a frame of {length} bytes is longer than {MAX_FRAME}")
-    frame = _recv_exact(conn, length + 32)
-    if frame is None:
-        raise ConnectionError("the connection closed in the middle of a frame")
-    body, mac = frame[:length], frame[length:]
-    if not hmac.compare_digest(mac, _sign(key, body)):
-        raise ConnectionError("a frame is not signed with this feed's key")
-    return body
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
+    except frames.FrameError as exc:
+        if exc.reason == frames.BAD_MAGIC:
+            raise ConnectionError(f"{exc}; the driver and the executors may run different tfos versions") from None
+        raise ConnectionError(str(exc)) from None
 
 
 class ProgressReporter:
@@ -313,9 +314,14 @@ class ProgressReporter:
         if len(body) > MAX_FRAME:
             body = json.dumps(dict(report, error=str(report.get("error", ""))[-MAX_FRAME // 2:])).encode()
         try:
+            frame = _frame(self._key, body)
+        except frames.FrameError as exc:  # a report of too many inputs: skipped, the feed goes on
+            logger.debug("feed progress report not sent: %s", exc)
+            return
+        try:
             if self._sock is None:
                 self._sock = socket.create_connection(self._addr, timeout=5.0)
-            self._sock.sendall(_frame(self._key, body))
+            self._sock.sendall(frame)
         except OSError:
             self._broken = True
 

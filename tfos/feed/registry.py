@@ -10,7 +10,9 @@ executor on standalone, YARN and Kubernetes, so each executor sees only its own 
 local mode (``local[N]``) every "executor" shares the driver's working directory and sees all
 nodes; feed tasks then spread over them by partition index (:func:`pick_local_node`).
 
-Entries are small JSON files written atomically (mode 0600 in a 0700 directory).
+Entries are small JSON files written atomically (mode 0600 in a 0700 directory). A node that
+ends calls :func:`retire_local_node` (or :func:`unregister_local_node`): the last entry of a
+cluster takes its registry directory with it (and ``<cwd>/.tfos-feed`` when that is empty).
 
 The TF process (or its supervisor) also leaves its exit state in its ``feed_dir`` so that a
 feed task that loses the connection can say why: :func:`mark_tf_finished` after ``main_fun``
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import tempfile
+import time
 
 from tfos.feed.channel import FeedDir
 from tfos.feed.errors import FeedError
@@ -77,12 +80,52 @@ def register_local_node(cluster_id: str, executor_id: int, job_name: str, task_i
 
 
 def unregister_local_node(cluster_id: str, job_name: str, task_index: int) -> None:
-    """Remove an entry (missing entries are ignored)."""
+    """Remove an entry (missing entries are ignored), and the registry directories it leaves empty."""
     path = os.path.join(registry_dir(cluster_id), f"{_check_name('job_name', job_name)}-{int(task_index)}.json")
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    _remove_empty_registry(cluster_id)
+
+
+def _remove_empty_registry(cluster_id: str) -> None:
+    """Remove ``cluster_id``'s registry directory once it holds no entries, and the default base
+    directory (``<cwd>/.tfos-feed``, never a ``$TFOS_FEED_REGISTRY_DIR``) once it is empty."""
+    directory = registry_dir(cluster_id)
+    try:
+        for name in os.listdir(directory):
+            if name.startswith(".entry-"):  # a temporary entry of a writer that died
+                try:
+                    os.unlink(os.path.join(directory, name))
+                except OSError:
+                    pass
+        os.rmdir(directory)
+    except OSError:
+        return  # not there, or still has entries
+    if not os.environ.get(REGISTRY_ENV):
+        try:
+            os.rmdir(os.path.dirname(directory))
+        except OSError:
+            pass
+
+
+def retire_local_node(cluster_id: str, job_name: str, task_index: int, feed_dir: str, *,
+                      grace: float = 10.0, linger: float = 4.0) -> None:
+    """For the node (or its supervisor) once its TF process exited, before it removes its directory.
+
+    Unregisters the node, so no later feed task picks it, then waits for the feed tasks still
+    feeding it to read its exit state and end: at least ``linger`` seconds (inference tasks hold
+    no claim), longer while a training feed task's claim in ``feed_dir`` is alive, at most ``grace``.
+    """
+    from tfos.feed.feeder import live_claims
+
+    unregister_local_node(cluster_id, job_name, task_index)
+    started = time.monotonic()
+    while os.path.isdir(feed_dir) and time.monotonic() - started < grace:
+        if time.monotonic() - started >= linger and not live_claims(feed_dir):
+            return
+        time.sleep(0.1)
 
 
 def _sort_key(node: dict) -> tuple[int, int]:
@@ -93,7 +136,8 @@ def _sort_key(node: dict) -> tuple[int, int]:
 def find_local_nodes(cluster_id: str) -> list[dict]:
     """Chief/master/worker nodes of ``cluster_id`` registered on this executor, chief first then by index.
 
-    Each entry: ``cluster_id, executor_id, job_name, task_index, feed_dir, pid``.
+    Each entry: ``cluster_id, executor_id, job_name, task_index, feed_dir, pid``. Entries whose
+    ``feed_dir`` no longer exists (the node ended and removed it) are dropped from the registry.
     """
     directory = registry_dir(cluster_id)
     try:
@@ -104,13 +148,22 @@ def find_local_nodes(cluster_id: str) -> list[dict]:
     for name in names:
         if not name.endswith(".json") or name.startswith("."):
             continue
+        path = os.path.join(directory, name)
         try:
-            with open(os.path.join(directory, name)) as f:
+            with open(path) as f:
                 node = json.load(f)
         except (OSError, ValueError):
             continue
+        if not os.path.isdir(str(node.get("feed_dir"))):  # the node removed its directory: it is gone
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            continue
         if node.get("job_name") in TRAINER_JOBS:
             nodes.append(node)
+    if not nodes:
+        _remove_empty_registry(cluster_id)
     return sorted(nodes, key=_sort_key)
 
 

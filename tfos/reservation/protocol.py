@@ -1,9 +1,11 @@
 """Wire format of the reservation control plane.
 
-A frame is ``MAGIC (4 bytes) | length (u32, big endian) | HMAC-SHA256 (32 bytes) | payload``.
-The payload is a UTF-8 JSON object ``{"v": 2, "type": ..., "body": {...}, "s": ..., "n": ...}``.
-The HMAC covers the length and the payload and is keyed with the per-cluster secret, so a
-frame from anyone who does not hold the secret is rejected before its payload is decoded.
+A frame is ``MAGIC (4 bytes) | length (u32, big endian) | HMAC-SHA256 (32 bytes) | payload``,
+framed by the shared codec :mod:`tfos.reservation.frames` (this channel: magic ``TFOS``, at
+most ``MAX_PAYLOAD_BYTES``). The payload is a UTF-8 JSON object
+``{"v": 2, "type": ..., "body": {...}, "s": ..., "n": ...}``. The HMAC covers the header and
+the payload and is keyed with the per-cluster secret, so a frame from anyone who does not hold
+the secret is rejected before its payload is decoded.
 Nothing received from the network is ever unpickled.
 
 ``s`` (session) and ``n`` (sequence number) make every request unique: each client picks a
@@ -14,23 +16,20 @@ echoes ``s`` and ``n`` so that a client can tell its reply from a replayed one.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 import socket
-import struct
-import time
 from dataclasses import dataclass
 from typing import Any
+
+from tfos.reservation import frames
 
 MAGIC = b"TFOS"
 PROTOCOL_VERSION = 2  # 2: requests carry a session id and a sequence number
 MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB: a cluster spec of thousands of nodes fits easily
 MAX_SESSION_CHARS = 64
 MAX_SEQ = (1 << 63) - 1
-_HEADER = struct.Struct(">4sI")
-_MAC_LEN = hashlib.sha256().digest_size
+CODEC = frames.FrameCodec(MAGIC, MAX_PAYLOAD_BYTES, "tfos reservation")
 
 # Message types a client may send, and the server's replies.
 REGISTER = "register"
@@ -49,11 +48,11 @@ ERROR = "error"
 
 
 # Why a frame was refused: ``ProtocolError.reason``, the keys of the server's ``rejected_by_reason``.
-BAD_MAGIC = "bad_magic"
-OVERSIZED = "oversized"
-TRUNCATED = "truncated"
+BAD_MAGIC = frames.BAD_MAGIC
+OVERSIZED = frames.OVERSIZED
+TRUNCATED = frames.TRUNCATED
 STALLED = "stalled"
-BAD_SIGNATURE = "bad_signature"
+BAD_SIGNATURE = frames.BAD_SIGNATURE
 BAD_PAYLOAD = "bad_payload"
 BAD_VERSION = "bad_version"
 NO_SEQUENCE = "no_sequence"
@@ -88,10 +87,6 @@ class Message:
     seq: int | None = None  # the frame's number within its session
 
 
-def _mac(secret: bytes, header: bytes, payload: bytes) -> bytes:
-    return hmac.new(secret, header + payload, hashlib.sha256).digest()
-
-
 def encode(secret: bytes, msg_type: str, body: dict[str, Any] | None = None,
            session: str | None = None, seq: int | None = None) -> bytes:
     """Serialise and sign one message; requests name their ``session`` and ``seq``."""
@@ -104,49 +99,35 @@ def encode(secret: bytes, msg_type: str, body: dict[str, Any] | None = None,
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError(f"message {msg_type!r} is {len(payload)} bytes, over the {MAX_PAYLOAD_BYTES} cap",
                             OVERSIZED)
-    header = _HEADER.pack(MAGIC, len(payload))
-    return header + _mac(secret, header, payload) + payload
+    return CODEC.encode(secret, payload)
 
 
-def _recv_exact(sock: socket.socket, n: int, deadline: float | None, frame_start: bool = True) -> bytes:
-    """``n`` bytes; ``EOFError`` if the peer closed before the first of them and ``frame_start`` is set."""
-    chunks = []
-    remaining = n
-    while remaining:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"timed out reading a frame ({n - remaining} of {n} bytes received)")
-            sock.settimeout(left)
-        chunk = sock.recv(min(remaining, 65536))
-        if not chunk:
-            if remaining == n and frame_start:
-                raise EOFError("connection closed")
-            raise ProtocolError(f"connection closed mid-frame ({n - remaining} of {n} bytes received)",
-                                TRUNCATED)
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+def read_raw(sock: frames.Readable, timeout: float | None) -> frames.RawFrame:
+    """One reservation frame's bytes, not yet authenticated; ``timeout`` bounds the whole frame.
+
+    Raises as :func:`read_frame` does, except that the signature is the caller's to check.
+    """
+    try:
+        return CODEC.read_unverified(sock, timeout)
+    except frames.FrameError as exc:
+        raise ProtocolError(str(exc), exc.reason) from None
 
 
-def read_frame(sock: socket.socket, secret: bytes, timeout: float | None) -> Message:
+def bad_signature() -> ProtocolError:
+    """The error for a frame signed with none of the keys its reader accepts."""
+    return ProtocolError("bad signature: frame not signed with this cluster's secret", BAD_SIGNATURE)
+
+
+def read_frame(sock: frames.Readable, secret: bytes, timeout: float | None) -> Message:
     """Read, authenticate and decode one frame; ``timeout`` bounds the whole frame.
 
     Raises ``EOFError`` on a clean close, ``TimeoutError`` when the peer stalls and
     ``ProtocolError`` for anything that is not a valid signed message.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    header = _recv_exact(sock, _HEADER.size, deadline)
-    magic, length = _HEADER.unpack(header)
-    if magic != MAGIC:
-        raise ProtocolError(f"bad magic {magic!r}: not a tfos reservation frame", BAD_MAGIC)
-    if length > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"frame length {length} exceeds the {MAX_PAYLOAD_BYTES}-byte cap", OVERSIZED)
-    mac = _recv_exact(sock, _MAC_LEN, deadline, frame_start=False)
-    payload = _recv_exact(sock, length, deadline, frame_start=False)
-    if not hmac.compare_digest(mac, _mac(secret, header, payload)):
-        raise ProtocolError("bad signature: frame not signed with this cluster's secret", BAD_SIGNATURE)
-    return decode_payload(payload)
+    frame = read_raw(sock, timeout)
+    if not frame.signed_with(secret):
+        raise bad_signature()
+    return decode_payload(frame.payload)
 
 
 def decode_payload(payload: bytes) -> Message:

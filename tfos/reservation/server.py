@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import socket
 import socketserver
 import threading
@@ -44,6 +45,7 @@ LOG_STREAMS = frozenset({"out", "err", "log"})
 MAX_LOG_LINES_PER_MESSAGE = 5000
 MAX_LOG_LINE_CHARS = 8192
 MAX_PROGRESS_METRICS = 64
+PROGRESS_HISTORY_POINTS = 2000  # per node; thinned evenly when full (see ProgressHistory)
 MAX_STACKS_CHARS = 256 * 1024
 MAX_TRACKED_SESSIONS = 1 << 16  # sessions whose last sequence number is remembered (least recent go first)
 DEFAULT_MAX_CONNECTIONS = 256
@@ -56,43 +58,78 @@ def stop_key(secret: bytes) -> bytes:
     return hmac.new(secret, _STOP_KEY_LABEL, hashlib.sha256).digest()
 
 
-class _Replay:
-    """A socket stand-in that hands out bytes already read, so one frame can be checked against two keys."""
-
-    def __init__(self, data: bytes):
-        self._data = memoryview(data)
-
-    def settimeout(self, _timeout: float | None) -> None:
-        pass
-
-    def recv(self, n: int) -> bytes:
-        chunk, self._data = bytes(self._data[:n]), self._data[n:]
-        return chunk
-
-
-def _read_frame_bytes(sock: socket.socket, timeout: float | None) -> bytes:
-    """The raw bytes of one frame (header, MAC, payload); a bad header stops after the header."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    header = protocol._recv_exact(sock, protocol._HEADER.size, deadline)
-    magic, length = protocol._HEADER.unpack(header)
-    if magic != protocol.MAGIC or length > protocol.MAX_PAYLOAD_BYTES:
-        return header  # read_frame names what is wrong with it
-    return header + protocol._recv_exact(sock, protocol._MAC_LEN + length, deadline, frame_start=False)
-
-
 def read_authenticated(sock: socket.socket, secret: bytes, stop: bytes, timeout: float | None) -> tuple[Message, bytes]:
     """One frame signed with ``secret`` (any type) or with ``stop`` (``STOP_REQUEST`` only); returns it and its key."""
-    raw = _read_frame_bytes(sock, timeout)
-    try:
-        return protocol.read_frame(_Replay(raw), secret, None), secret  # type: ignore[arg-type]
-    except ProtocolError as exc:
-        if "bad signature" not in str(exc):
-            raise
-    msg = protocol.read_frame(_Replay(raw), stop, None)  # type: ignore[arg-type]
+    frame = protocol.read_raw(sock, timeout)
+    if frame.signed_with(secret):
+        return protocol.decode_payload(frame.payload), secret
+    if not frame.signed_with(stop):
+        raise protocol.bad_signature()
+    msg = protocol.decode_payload(frame.payload)
     if msg.type != STOP_REQUEST:
         raise ProtocolError(f"{msg.type!r} signed with the stop key: that key may only request a stop",
                             protocol.WRONG_KEY)
     return msg, stop
+
+
+class ProgressHistory:
+    """One node's progress reports as points (``step``, ``time``, numeric metrics), at most ``limit``.
+
+    When full, every other point goes and from then on only every other report is kept (the
+    stride doubles), so the points stay evenly spread over the whole run; the latest report is
+    always the last point. Not thread-safe: the server guards it with its lock.
+    """
+
+    def __init__(self, limit: int = PROGRESS_HISTORY_POINTS):
+        if limit < 2:
+            raise ValueError(f"a progress history needs room for at least 2 points, got {limit}")
+        self.limit = limit
+        self._points: list[dict[str, float]] = []
+        self._stride = 1  # keep one report in this many
+        self._reports = 0
+        self._latest: dict[str, float] | None = None
+
+    def add(self, point: dict[str, float]) -> None:
+        self._latest = point
+        self._reports += 1
+        if (self._reports - 1) % self._stride:
+            return
+        self._points.append(point)
+        if len(self._points) >= self.limit:  # the latest is kept apart: at most `limit` points in all
+            self._points = self._points[::2]
+            self._stride *= 2
+
+    def points(self) -> list[dict[str, float]]:
+        """The kept points, oldest first, ending with the latest report (copies)."""
+        out = list(self._points)
+        if self._latest is not None and (not out or out[-1] is not self._latest):
+            out.append(self._latest)
+        return [dict(p) for p in out]
+
+    def __len__(self) -> int:
+        latest_apart = self._latest is not None and (not self._points or self._points[-1] is not self._latest)
+        return len(self._points) + latest_apart
+
+
+def _plottable(value: Any) -> bool:
+    """A finite number that fits a float (JSON ints may be of any size)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _history_point(progress: dict[str, Any], elapsed: float) -> dict[str, float]:
+    """The plottable part of a checked PROGRESS body: step, time and the finite numeric metrics."""
+    point: dict[str, float] = {"time": round(elapsed, 3)}
+    if _plottable(progress.get("step")):
+        point["step"] = progress["step"]
+    for name, value in {"loss": progress.get("loss"), **progress["metrics"]}.items():
+        if name not in ("step", "time") and _plottable(value):
+            point[name] = value
+    return point
 
 
 class ReservationTimeout(TimeoutError):
@@ -126,6 +163,7 @@ class NodeRecord:
     progress: dict[str, Any] = field(default_factory=dict)  # the latest PROGRESS body
     progress_at: float | None = None
     stacks: dict[int, str] = field(default_factory=dict)  # stack request id -> the node's answer
+    history: ProgressHistory = field(default_factory=ProgressHistory, repr=False)  # bounded PROGRESS points
 
     @property
     def name(self) -> str:
@@ -266,11 +304,14 @@ class ReservationServer:
 
     def __init__(self, expected: int, secret: bytes, host: str = "127.0.0.1", port: int = 0,
                  read_timeout: float = 30.0, idle_timeout: float = 3600.0, first_frame_timeout: float = 10.0,
-                 max_connections: int | None = None, max_unauthenticated: int | None = None):
+                 max_connections: int | None = None, max_unauthenticated: int | None = None,
+                 progress_history_points: int = PROGRESS_HISTORY_POINTS):
         if expected < 1:
             raise ValueError(f"expected must be >= 1, got {expected}")
         if len(secret) < 16:
             raise ValueError("secret must be at least 16 bytes")
+        if progress_history_points < 2:
+            raise ValueError(f"progress_history_points must be >= 2, got {progress_history_points}")
         if first_frame_timeout <= 0:
             raise ValueError(f"first_frame_timeout must be > 0 seconds, got {first_frame_timeout}")
         if max_connections is None:
@@ -290,6 +331,8 @@ class ReservationServer:
         self.first_frame_timeout = first_frame_timeout  # bound on an unauthenticated connection's life
         self.max_connections = max_connections
         self.max_unauthenticated = max_unauthenticated
+        self.progress_history_points = progress_history_points  # per node
+        self._started = time.monotonic()
         self._conn_lock = threading.Lock()  # guards the connection and session tables below
         self._connections: dict[socket.socket, _Connection] = {}
         self._unauthenticated: OrderedDict[_Connection, None] = OrderedDict()  # oldest first
@@ -392,6 +435,15 @@ class ReservationServer:
         with self._cond:
             self._cond.wait_for(lambda: len(answered()) >= len(executor_ids) or self.closed, timeout)
             return answered()
+
+    def progress_history(self) -> dict[str, list[dict[str, float]]]:
+        """Every node's progress so far, keyed by node name (``"worker:0"``), in executor order: a list of
+        points ``{"step": ..., "time": s since the server started, "loss": ..., "accuracy": ...}``, oldest
+        first, at most ``progress_history_points`` per node (thinned evenly). A copy: changing it changes
+        nothing here. Nodes that never reported are left out."""
+        with self._cond:
+            return {n.name: n.history.points() for n in sorted(self._nodes.values(), key=lambda n: n.executor_id)
+                    if len(n.history)}
 
     def nodes(self) -> list[NodeRecord]:
         with self._cond:
@@ -561,7 +613,8 @@ class ReservationServer:
                             body["task_index"])
             info = {k: v for k, v in body.items() if k not in _REQUIRED_REGISTRATION_FIELDS}
             self._nodes[eid] = NodeRecord(eid, body["host"], body["port"], body["job_name"],
-                                          body["task_index"], info)
+                                          body["task_index"], info,
+                                          history=ProgressHistory(self.progress_history_points))
             self._version += 1
             logger.info("registered %s:%d as executor %d (%d/%d)", body["job_name"], body["task_index"], eid,
                         len(self._nodes), self.expected)
@@ -673,6 +726,7 @@ class ReservationServer:
             node = self._known_node(body)
             node.progress = progress
             node.progress_at = node.last_seen = time.monotonic()
+            node.history.add(_history_point(progress, node.progress_at - self._started))
         return {}
 
     def _on_stacks(self, body: dict[str, Any]) -> dict[str, Any]:
