@@ -56,7 +56,12 @@ def mwms_fit(args, ctx):
                                      tf.keras.layers.Dense(10)])
         model.compile(optimizer="adam", metrics=["accuracy"],
                       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(ds, epochs=2, steps_per_epoch=args.get("steps", 40), verbose=0)
+    callbacks = []
+    if args.get("progress"):
+        import tfos
+
+        callbacks.append(tfos.ProgressCallback(ctx, batch_size=64))
+    history = model.fit(ds, epochs=2, steps_per_epoch=args.get("steps", 40), verbose=0, callbacks=callbacks)
     test_x, test_y = load_mnist("test", limit=2000)
     preds = model.predict((test_x.reshape(-1, 784) / 255.0).astype("float32"), verbose=0).argmax(axis=1)
     checksum = float(sum(float(np.sum(w)) for w in model.get_weights()))

@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="TensorFlowOnSpark's inference output flag; unused when training (see mnist_inference.py)")
     p.add_argument("-c", "--rdma", default=False, help="TensorFlowOnSpark flag, ignored (no RDMA transport)")
     p.add_argument("-tb", "--tensorboard", action="store_true")
+    p.add_argument("--plot", nargs="?", const="", default=None, metavar="PNG",
+                   help="at the end write every node's loss/accuracy against step as a PNG (default: "
+                        "<model_dir>/progress.png)")
     p.add_argument("--max_restarts", type=int, default=0,
                    help="restart the TF cluster after this many node failures, resuming from the latest checkpoint")
     p.add_argument("--hdfs_io", choices=["auto", "tensorflow_io", "tfos"], default="auto",
@@ -126,7 +129,9 @@ def main_fun(args, ctx):
     ckpt = TrainingCheckpoint(model, ctx.absolute_path(args.model_dir), is_chief=ctx.worker_num == 0,
                               worker_index=ctx.worker_num, io=tio)
     initial_epoch = ckpt.restore()
-    callbacks = [ckpt.callback()]
+    import tfos
+
+    callbacks = [ckpt.callback(), tfos.ProgressCallback(ctx, batch_size=global_batch)]  # to the driver's console
     if ctx.job_name in ("chief", "worker") and args.tensorboard and ctx.log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=ctx.log_dir))
     start_step = int(model.optimizer.iterations.numpy())
@@ -283,8 +288,11 @@ def main(argv: list[str] | None = None) -> None:
         args.cluster_size = args.cluster_size or executor_count(sc, 2)
         logging.info("Spark master %s: %d TF nodes", sc.master, args.cluster_size)
         begin = time.time()
+        model_dir = absolute_path(args.model_dir, fs, os.getcwd())
+        plot = None if args.plot is None else (args.plot or model_dir.rstrip("/") + "/progress.png")
         cluster = tfos.run(sc, main_fun, args, args.cluster_size, input_mode=tfos.InputMode.TENSORFLOW,
-                           tensorboard=args.tensorboard, log_dir=None, max_restarts=args.max_restarts)
+                           tensorboard=args.tensorboard, log_dir=model_dir if args.tensorboard else None,
+                           max_restarts=args.max_restarts, plot=plot)
         cluster.shutdown()
         logging.info("training took %.1fs", time.time() - begin)
         if test_dir is not None:

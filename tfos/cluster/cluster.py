@@ -98,6 +98,13 @@ def _executor_lost(node: NodeRecord, spark_id: str, reason: str) -> NodeFailure:
     return NodeFailure(node)
 
 
+def _absolute(path: str, working_dir: str) -> str:
+    """``path`` with a scheme as it is; a relative local path under ``working_dir``."""
+    from tfos.io.filesystem import split_url
+
+    return path if split_url(path)[0] else os.path.join(working_dir, path)
+
+
 def _default_fs(sc: Any) -> str:
     try:
         from tfos.io.paths import default_fs
@@ -124,6 +131,8 @@ class TFCluster:
         self._new_server = new_server or (lambda: ReservationServer(len(template_), protocol.new_secret(),
                                                                     host=config.server_address[0]))
         self._log_progress = log_progress
+        self.plot_path: str | None = None  # where shutdown writes the progress PNG (tfos.run(plot=...))
+        self._earlier_history: dict[str, list[dict[str, float]]] = {}  # progress of the failed generations
         self._previous_failures: list[Failure] = []
         self.template = template_
         self.driver_ps_nodes = driver_ps_nodes
@@ -326,6 +335,8 @@ class TFCluster:
                     failure.add_note(f"tfos could not restart the cluster: {exc}")
                     raise failure from exc
                 raise
+        for name, points in self.server.progress_history().items():
+            self._earlier_history.setdefault(name, []).extend(points)
         server = self._new_server()
         server.log_sink = self.server.log_sink
         address = server.start()
@@ -428,6 +439,47 @@ class TFCluster:
 
         now = time.monotonic()
         return {node.name: node_status(node, now) for node in self.server.nodes()}
+
+    def progress_history(self) -> dict[str, list[dict[str, float]]]:
+        """Every node's progress reports so far (``step``, ``time``, ``loss``, metrics), the failed
+        generations' first: what the progress plot draws."""
+        history = {name: list(points) for name, points in self._earlier_history.items()}
+        for name, points in self.server.progress_history().items():
+            history.setdefault(name, []).extend(points)
+        return history
+
+    def write_plot(self, path: str) -> str | None:
+        """Write the progress PNG (one subplot per metric against step, one line per node) to ``path``
+        (local, or any file system tfos reaches, e.g. ``hdfs://``) and log where; None when no node
+        reported progress. Never raises: a plot is not worth failing a finished job for."""
+        history = self.progress_history()
+        if not history:
+            logger.info("TF cluster %s: no node reported progress (ctx.report / tfos.ProgressCallback), so there "
+                        "is no progress plot to write to %s", self.cluster_id, path)
+            return None
+        try:
+            from tfos.cluster.progress_plot import write_progress_plot
+            from tfos.io.filesystem import split_url
+
+            title = f"tfos {self.cluster_id}" + (f" ({self.restart_count} restart(s))" if self.restart_count else "")
+            scheme, _, local = split_url(path)
+            if scheme in ("", "file"):
+                os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+                write_progress_plot(history, local, title)
+            else:
+                import tempfile
+
+                from tfos.io.filesystem import FileSystem
+
+                with tempfile.TemporaryDirectory(prefix="tfos-plot-") as tmp:
+                    local = write_progress_plot(history, os.path.join(tmp, "progress.png"), title)
+                    with open(local, "rb") as f, FileSystem() as fs:
+                        fs.write_bytes(path, f.read())
+        except Exception as exc:  # noqa: BLE001 - logged, the job's own outcome stands
+            logger.warning("TF cluster %s: could not write the progress plot to %s: %s", self.cluster_id, path, exc)
+            return None
+        logger.info("TF cluster %s: progress plot of %d node(s) written to %s", self.cluster_id, len(history), path)
+        return path
 
     # feeding (InputMode.SPARK) ----------------------------------------------------------------
     def _require_spark_mode(self, what: str) -> None:
@@ -602,6 +654,8 @@ class TFCluster:
                 if not self._state.is_terminal:
                     self._transition(ClusterState.SHUTTING_DOWN, "shutdown() stops the nodes")
             self._stop_nodes()
+            if self.plot_path:
+                self.write_plot(self.plot_path)
         self._raise_if_failed()
         self._transition(ClusterState.STOPPED, "shutdown() stopped every node")
         logger.info("TF cluster %s shut down", self.cluster_id)
@@ -662,13 +716,15 @@ class TFCluster:
         elif self.state != ClusterState.STOPPED:
             self._stop_nodes()
             self._transition(ClusterState.STOPPED, f"left the with block on {exc_type.__name__}")
+            if self.plot_path:
+                self.write_plot(self.plot_path)
 
 
 def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_executors: int, num_ps: int = 0,
         tensorboard: bool = False, input_mode: int = InputMode.TENSORFLOW, log_dir: str | None = None,
         driver_ps_nodes: bool = False, master_node: str | None = None, reservation_timeout: float = 600,
         queues: Any = None, eval_node: bool = False, release_port: bool = True,
-        relay: str | None = None, max_restarts: int = 0) -> TFCluster:
+        relay: str | None = None, max_restarts: int = 0, plot: str | bool | None = None) -> TFCluster:
     """Start a TF cluster of ``num_executors`` nodes on the Spark application of ``sc``.
 
     Roles are assigned in order: ``num_ps`` parameter servers, then ``master_node`` ('chief'
@@ -691,6 +747,11 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
     there; ``train()`` feeds the epochs not yet fed whole. The same node failing with the same
     error twice in a row, or a configuration error, raises at once. Restarts happen while the
     driver waits in ``run``, ``train`` or ``shutdown``.
+
+    ``plot``: at shutdown (also a failed one) write a PNG of every node's reported loss and
+    metrics against step to this path (local or ``hdfs://``; relative to the working directory),
+    or with ``True`` to ``tfos-progress-<cluster id>.png`` in the working directory. Needs
+    matplotlib (``pip install 'tfos[plot]'``).
     """
     from tfos.cluster.relay import DriverRelay, ensure_visible, resolve_level
 
@@ -732,6 +793,9 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
     )
     cluster = TFCluster(sc, config, server, template_, driver_ps_nodes, max_restarts=max_restarts,
                         new_server=new_server)
+    if plot:
+        cluster.plot_path = (os.path.join(config.working_dir, f"tfos-progress-{config.cluster_id}.png")
+                             if plot is True else _absolute(str(plot), config.working_dir))
     logger.info("starting TF cluster %s: %s", config.cluster_id,
                 ", ".join(f"executor {i}={job}:{idx}" for i, (job, idx) in enumerate(template_.roles)))
     if relay_level == "all":

@@ -73,15 +73,19 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         tensorboard: bool = False, input_mode: int = InputMode.TENSORFLOW, log_dir: str | None = None,
         driver_ps_nodes: bool = False, master_node: str | None = None, reservation_timeout: float = 600,
         queues: list[str] = ["input", "output", "error"], eval_node: bool = False,  # noqa: B006
-        release_port: bool = True) -> TFCluster:
-    """Start ``num_executors`` TF nodes running ``map_fun(tf_args, ctx)``; returns once all registered."""
+        release_port: bool = True, max_restarts: int = 0) -> TFCluster:
+    """Start ``num_executors`` TF nodes running ``map_fun(tf_args, ctx)``; returns once all registered.
+
+    ``max_restarts`` (tfos's addition, see ``tfos.run``): restart the cluster after a node failure.
+    """
     if driver_ps_nodes and input_mode != InputMode.TENSORFLOW:
         raise ValueError("running PS nodes on the driver is only supported in InputMode.TENSORFLOW")
     if eval_node and input_mode != InputMode.TENSORFLOW:
         raise ValueError("an evaluator node is only supported in InputMode.TENSORFLOW")
     cluster = _cluster.run(sc, TFoSMain(map_fun), tf_args, num_executors, num_ps, tensorboard, input_mode,
                            log_dir=log_dir, driver_ps_nodes=driver_ps_nodes, master_node=master_node,
-                           reservation_timeout=reservation_timeout, eval_node=eval_node, release_port=release_port)
+                           reservation_timeout=reservation_timeout, eval_node=eval_node, release_port=release_port,
+                           max_restarts=max_restarts)
     cluster.__class__ = TFCluster  # the same object and state, TensorFlowOnSpark's names
     cluster.queues = list(queues)
     return cluster  # type: ignore[return-value]
