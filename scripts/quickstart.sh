@@ -10,4 +10,4 @@ rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 PY="$OLDPWD/.venv/bin/python"
 "$PY" "$OLDPWD/examples/mnist/mnist_data_setup.py" --output mnist --format tfr
 exec "$PY" "$OLDPWD/examples/mnist/mnist_tf.py" --cluster_size 2 --images_labels mnist/train \
-  --test_images_labels mnist/test --model_dir mnist_model --export_dir mnist_export --epochs "${EPOCHS:-4}"
+  --test_images_labels mnist/test --model_dir mnist_model --export_dir mnist_export --epochs "${EPOCHS:-4}" --plot

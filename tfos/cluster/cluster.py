@@ -734,8 +734,9 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
 
     ``relay``: what of each node's stdout, stderr (native TF output included) and Python logging
     reaches the driver's log, on logger ``tfos.node`` as ``[worker:1] text``: ``"all"`` (the
-    default, or the driver's ``TFOS_RELAY``), ``"warnings"`` (WARNING and above, no stdout) or
-    ``"off"``. Each node ships at most 500 lines/s and queues at most 2000: a chatty main loses
+    default, or the driver's ``TFOS_RELAY``; ``"off"`` by default on a ``local[N]`` master, whose
+    nodes print to the driver's console themselves), ``"warnings"`` (WARNING and above, no
+    stdout) or ``"off"``. Each node ships at most 500 lines/s and queues at most 2000: a chatty main loses
     lines (the driver logs how many; the executors' logs keep them all), it never waits for the
     driver. Progress reported with ``ctx.report`` is logged every 15 s and in ``status()``.
 
@@ -753,12 +754,15 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
     or with ``True`` to ``tfos-progress-<cluster id>.png`` in the working directory. Needs
     matplotlib (``pip install 'tfos[plot]'``).
     """
-    from tfos.cluster.relay import DriverRelay, ensure_visible, resolve_level
+    from tfos.cluster.relay import RELAY_ENV, DriverRelay, ensure_visible, resolve_level
 
     try:
         relay_level = resolve_level(relay)
     except ValueError as exc:
         raise ClusterConfigError(str(exc)) from None
+    if relay is None and RELAY_ENV not in os.environ and str(getattr(sc, "master", "")).startswith("local"):
+        # local[N]: the nodes run in this process's console already; relaying would print every line twice
+        relay_level = "off"
     validate_arguments(main_fun, num_executors, num_ps, reservation_timeout)
     try:
         FailurePolicy(max_restarts)

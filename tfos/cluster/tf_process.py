@@ -62,8 +62,9 @@ class NodeProcess:
                 if isinstance(wanted, int) and wanted > answered:
                     answered = wanted
                     client.stacks(self.ctx.executor_id, wanted, thread_stacks())
-            except ReservationError as exc:
+            except Exception as exc:  # noqa: BLE001 - ReservationError, or any OSError the client let through
                 misses += 1
+                logger.debug("heartbeat %d failed: %s", misses, exc)
                 if misses >= HEARTBEAT_MISSES_BEFORE_EXIT:
                     logger.error("driver unreachable for %d heartbeats (%s); exiting so no TF process is "
                                  "left behind", misses, exc)
@@ -76,7 +77,7 @@ class NodeProcess:
             try:
                 if client.await_stop(self.ctx.executor_id, STOP_POLL_SECS):
                     break
-            except ReservationError as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any error: it is how the node stops
                 logger.warning("lost the stop channel to the driver: %s", exc)
                 self.stop_requested.wait(cfg.heartbeat_interval)
         self.stop_requested.set()
