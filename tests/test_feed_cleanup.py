@@ -279,3 +279,30 @@ def test_a_feed_job_failure_names_the_task_where_and_why():
     assert (err.task, err.executor, err.told_by_task) == (1, "1", True)
     err = _feed_failure(RuntimeError("Job 12 cancelled part of cancelled job group tfos-c-feed"), "feeding input")
     assert str(err) == "feeding input failed: the Spark job failed: Job 12 cancelled part of cancelled job group tfos-c-feed"
+
+
+def test_a_micro_batch_whose_feed_fails_is_reported_before_spark_swallows_it():
+    from tfos.feed import feed_job
+
+    class Batch:  # not an RDD: its feed fails at once
+        def isEmpty(self):
+            return False
+
+    class Stream:
+        isStreaming = True
+
+        def __init__(self):
+            self.writeStream = self
+
+        def foreachBatch(self, fn):
+            self.fn = fn
+            return self
+
+        def start(self):
+            return self
+
+    seen = []
+    stream = feed_job.train(None, Stream(), cluster_id="c", num_workers=2, on_error=seen.append)
+    with pytest.raises(TypeError, match="expected an RDD or a DataFrame"):
+        stream.fn(Batch(), 0)
+    assert len(seen) == 1 and isinstance(seen[0], TypeError)

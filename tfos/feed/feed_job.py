@@ -314,14 +314,17 @@ def _identity(key: int) -> int:
 def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: int = 1, feed_timeout: float = 600,
           qname: str = "input", job_group: str | None = None, end_feed: bool = False, remainder: str = "drop",
           chunk_rows: int = feeder.DEFAULT_CHUNK_ROWS, chunk_bytes: int = feeder.DEFAULT_CHUNK_BYTES,
-          progress: bool = True, on_report: Any = None) -> Any:
+          progress: bool = True, on_report: Any = None, on_error: Any = None) -> Any:
     """Feed ``data`` to the workers with exactly equal rows per worker per epoch (see the module doc).
 
-    ``on_report`` (streams only) is called with the report of every fed micro-batch.
+    ``on_report`` (streams only) is called with the report of every fed micro-batch, ``on_error``
+    (streams only) with the exception of a micro-batch whose feed failed, before it is raised in
+    Spark's streaming thread (where the caller would not see it): the cluster fails itself there.
     """
     if _is_dstream(data) or getattr(data, "isStreaming", False):
         return _train_stream(sc, data, cluster_id=cluster_id, num_workers=num_workers, feed_timeout=feed_timeout,
-                             qname=qname, job_group=job_group, on_report=on_report, remainder=remainder,
+                             qname=qname, job_group=job_group, on_report=on_report, on_error=on_error,
+                             remainder=remainder,
                              chunk_rows=chunk_rows, chunk_bytes=chunk_bytes, progress=progress)
     if num_workers < 1:
         raise ValueError(f"train(): num_workers must be >= 1, got {num_workers}")
@@ -340,7 +343,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
     started = time.monotonic()
     failures: list[str] = []
 
-    def on_error(message: str) -> None:  # a task failed: stop the job now instead of after Spark's retries
+    def on_task_error(message: str) -> None:  # a task failed: stop the job now instead of after Spark's retries
         if not failures:
             failures.append(message)
             logger.error("feed task failed: %s", message)
@@ -358,7 +361,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
 
     with _JobGroup(sc, group, desc):
         server = ProgressServer(driver_address(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
-                                on_error=on_error, on_plan=on_plan)
+                                on_error=on_task_error, on_plan=on_plan)
         plans = [feeder.ShardPlan(qi, n, chunk_rows, chunk_bytes, server.address) for qi in range(len(inputs))]
         plan = feeder.TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
                                 end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address,
@@ -433,13 +436,18 @@ def _plan_summary(names: list[str], agreed: dict, n: int, remainder: str) -> dic
 
 
 def _train_stream(sc: Any, stream: Any, *, cluster_id: str, num_workers: int, feed_timeout: float, qname: str,
-                  job_group: str | None, on_report: Any, **kwargs: Any) -> Any:
+                  job_group: str | None, on_report: Any, on_error: Any = None, **kwargs: Any) -> Any:
     """Feed a DStream (``foreachRDD``) or a streaming DataFrame (``foreachBatch``), one epoch per micro-batch."""
     def feed_batch(batch: Any, *_: Any) -> None:
         if batch.isEmpty():
             return
-        report = train(sc, batch, cluster_id=cluster_id, num_workers=num_workers, num_epochs=1,
-                       feed_timeout=feed_timeout, qname=qname, job_group=job_group, end_feed=False, **kwargs)
+        try:
+            report = train(sc, batch, cluster_id=cluster_id, num_workers=num_workers, num_epochs=1,
+                           feed_timeout=feed_timeout, qname=qname, job_group=job_group, end_feed=False, **kwargs)
+        except Exception as exc:
+            if on_error is not None:
+                on_error(exc)
+            raise
         if on_report is not None:
             on_report(report)
 
