@@ -63,6 +63,16 @@ def first_of_gen1(out: Path, what: str) -> float:
     return min(marks)
 
 
+def outcome(cluster, begin: float, thread: threading.Thread | None, box: dict, out: Path, first: str) -> dict:
+    """Wall time and restarts of a run; for a faulted one also kill -> detection and -> ``first`` mark."""
+    result = {"wall": time.monotonic() - begin, "restarts": cluster.restart_count}
+    if thread is not None:
+        thread.join(5)
+        result["detect"] = cluster.restarts[0]["detected_at"] - box["killed"]
+        result["first_step"] = first_of_gen1(out, first) - box["killed_wall"]
+    return result
+
+
 def tensorflow_run(sc, fault: bool) -> dict:
     import tfos
 
@@ -75,12 +85,7 @@ def tensorflow_run(sc, fault: bool) -> dict:
     cluster = tfos.run(sc, chaos_mains.mnist_resuming_fit, args, 2, max_restarts=1)
     thread = killer(out, work / "model" / "checkpoint", box) if fault else None
     cluster.shutdown(timeout=600)
-    result = {"wall": time.monotonic() - begin, "restarts": cluster.restart_count}
-    if thread is not None:
-        thread.join(5)
-        result["detect"] = cluster.restarts[0]["detected_at"] - box["killed"]
-        result["first_step"] = first_of_gen1(out, "first-step") - box["killed_wall"]
-    return result
+    return outcome(cluster, begin, thread, box, out, "first-step")
 
 
 def spark_run(sc, rows, fault: bool) -> dict:
@@ -95,12 +100,7 @@ def spark_run(sc, rows, fault: bool) -> dict:
     thread = killer(out, out / "fed-worker-1-gen0", box) if fault else None
     cluster.train(rows, num_epochs=2, feed_timeout=300)
     cluster.shutdown(timeout=600)
-    result = {"wall": time.monotonic() - begin, "restarts": cluster.restart_count}
-    if thread is not None:
-        thread.join(5)
-        result["detect"] = cluster.restarts[0]["detected_at"] - box["killed"]
-        result["first_step"] = first_of_gen1(out, "first-batch") - box["killed_wall"]
-    return result
+    return outcome(cluster, begin, thread, box, out, "first-batch")
 
 
 def report(name: str, clean: dict, faulted: dict) -> bool:

@@ -88,14 +88,40 @@ def test_killed_tf_process_restarts_from_the_latest_checkpoint(sc, tmp_path, sta
     assert_no_tf_process_left(tmp_path / "out")
 
 
+def mnist_rows(sc):
+    """12,000 real MNIST rows (784 pixels, label), cached: far bigger than the feed channel's buffers."""
+    images, labels = load_mnist("train", limit=12000)
+    rdd = sc.parallelize([(img.reshape(-1).tolist(), int(y)) for img, y in zip(images, labels, strict=True)],
+                         4).cache()
+    assert rdd.count() == 12000
+    return rdd
+
+
+def test_killed_tf_process_mid_feed_without_restarts_fails_train_naming_it(sc, tmp_path, start):
+    out = tmp_path / "out"
+    out.mkdir()
+    cluster = start(sc, chaos_mains.feed_consumer, {"out": str(out), "sleep": 0.02}, 3, input_mode=InputMode.SPARK)
+    rdd = mnist_rows(sc)
+    box = {}
+    killer = threading.Thread(target=lambda: box.update(kill=kill_when_ready(out, out / "fed-worker-1-gen0")),
+                              daemon=True)
+    killer.start()
+    with pytest.raises(NodeFailure, match=r"TF node worker:1 \(executor 1 on 127.0.0.1\) failed"):
+        cluster.train(rdd, num_epochs=2, feed_timeout=120)
+    killer.join(5)
+    assert cluster._failed_at - box["kill"][1] < 10
+    begin = time.monotonic()
+    with pytest.raises(NodeFailure):  # the failed feed failed the cluster: shutdown does not wait for trainers
+        cluster.shutdown(timeout=300)
+    assert time.monotonic() - begin < 60 and cluster.state == "failed"
+    assert_no_tf_process_left(out)
+
+
 def test_killed_tf_process_mid_feed_restarts_and_feeds_the_rest(sc, tmp_path, start, caplog):
     (tmp_path / "out").mkdir()
     args = {"out": str(tmp_path / "out"), "sleep": 0.02}
     cluster = start(sc, chaos_mains.feed_consumer, args, 3, input_mode=InputMode.SPARK, max_restarts=1)
-    images, labels = load_mnist("train", limit=12000)  # rows far bigger than the channel's buffers
-    rdd = sc.parallelize([(img.reshape(-1).tolist(), int(y)) for img, y in zip(images, labels, strict=True)],
-                         4).cache()
-    assert rdd.count() == 12000
+    rdd = mnist_rows(sc)
     box = {}
 
     def kill_mid_feed():
@@ -159,4 +185,29 @@ def test_chief_killed_while_exporting_restarts_and_the_export_completes(sc, tmp_
     assert got["worker-0"]["start_step"] == got["worker-0"]["final_step"] == 2 * args["steps_per_epoch"]
     assert (tmp_path / "export" / "saved_model.pb").exists()
     assert (tmp_path / "export" / "variables").is_dir()
+    assert_no_tf_process_left(out)
+
+
+def test_restart_resumes_from_a_checkpoint_on_hdfs(sc, hdfs_url, tmp_path, start):
+    import uuid
+
+    from tfos.io.filesystem import FileSystem
+
+    model_dir = f"{hdfs_url}/tmp/tfos-chaos-{uuid.uuid4().hex[:8]}/model"
+    args = {**mnist_args(tmp_path), "model_dir": model_dir}
+    cluster = start(sc, chaos_mains.mnist_resuming_fit, args, 2, max_restarts=1)
+    out = tmp_path / "out"
+    wait_for(out / "pid-worker-1-gen0")
+    with FileSystem() as fs:
+        deadline = time.monotonic() + 180
+        while not fs.exists(f"{model_dir}/checkpoint"):
+            assert time.monotonic() < deadline, f"no checkpoint in {model_dir} within 180s"
+            time.sleep(0.1)
+    os.kill(int((out / "pid-worker-1-gen0").read_text()), signal.SIGKILL)
+    cluster.shutdown(timeout=600)
+    assert cluster.restart_count == 1
+    got = results(out)
+    for name in ("worker-0", "worker-1"):
+        assert got[name]["restart_count"] == 1 and got[name]["start_step"] > 0, got[name]
+        assert got[name]["final_step"] == args["epochs"] * args["steps_per_epoch"]
     assert_no_tf_process_left(out)

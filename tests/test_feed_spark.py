@@ -12,6 +12,7 @@ import decimal
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -218,15 +219,14 @@ def test_terminate_stops_a_ten_times_oversized_feed_quickly(sc, nodes):
     assert report["inputs"]["input"]["rows_fed"] < 3000 * 20 / 10
 
 
-def test_killed_worker_fails_the_feed_within_ten_seconds_naming_it(sc, nodes, tmp_path):
+def feed_with_a_hung_worker(sc, nodes, tmp_path) -> tuple[threading.Thread, dict]:
+    """A 5-epoch feed in a thread; returns once worker:2 has read 2 batches and stopped reading."""
     flag = str(tmp_path / "read")
     for i in range(2):
         nodes.pool.submit(i, "collect", feed_dir=nodes.dirs[i], node=f"worker:{i}")
     nodes.pool.submit(2, "hang", feed_dir=nodes.dirs[2], node="worker:2", batches=2, batch_size=8, flag=flag)
     data = sc.parallelize(range(30000), 6).map(lambda i: (i, np.zeros(32)))
-    import threading
-
-    outcome = {}
+    outcome: dict = {}
 
     def run():
         try:
@@ -240,6 +240,11 @@ def test_killed_worker_fails_the_feed_within_ten_seconds_naming_it(sc, nodes, tm
     while not os.path.exists(flag) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert os.path.exists(flag)
+    return thread, outcome
+
+
+def test_killed_worker_fails_the_feed_within_ten_seconds_naming_it(sc, nodes, tmp_path):
+    thread, outcome = feed_with_a_hung_worker(sc, nodes, tmp_path)
     killed = time.monotonic()
     nodes.pool.kill(2)
     thread.join(60)
@@ -394,26 +399,7 @@ def test_a_feed_that_succeeds_and_one_that_fails_leave_nothing_behind(sc, nodes)
 def test_a_killed_feed_task_fails_the_feed_naming_its_shard_and_leaves_nothing_behind(sc, nodes, tmp_path):
     import signal
 
-    flag = str(tmp_path / "read")
-    for i in range(2):
-        nodes.pool.submit(i, "collect", feed_dir=nodes.dirs[i], node=f"worker:{i}")
-    nodes.pool.submit(2, "hang", feed_dir=nodes.dirs[2], node="worker:2", batches=2, batch_size=8, flag=flag)
-    data = sc.parallelize(range(30000), 6).map(lambda i: (i, np.zeros(32)))
-    outcome = {}
-
-    def run():
-        try:
-            feed_job.train(sc, data, cluster_id=nodes.id, num_workers=WORKERS, num_epochs=5, feed_timeout=120)
-        except Exception as exc:  # noqa: BLE001
-            outcome["error"] = exc
-
-    import threading
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not os.path.exists(flag) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    thread, outcome = feed_with_a_hung_worker(sc, nodes, tmp_path)
     [claim] = [n for n in os.listdir(nodes.dirs[2]) if n.startswith("_feeding-")]
     with open(os.path.join(nodes.dirs[2], claim)) as f:
         import json

@@ -518,7 +518,8 @@ class TFCluster:
                 report = feed_job.train(self.sc, data, cluster_id=self.config.cluster_id,
                                         num_workers=self.num_trainers, num_epochs=epochs_left,
                                         feed_timeout=feed_timeout, qname=qname, job_group=self.feed_group,
-                                        remainder=remainder)
+                                        remainder=remainder, on_error=self._fail,
+                                        failure_known=lambda: self._error is not None)
             except Exception as exc:
                 self._recover_from_feed_failure(exc)
                 epochs_left -= self._epochs_fed_before(exc, epochs_left)
@@ -531,16 +532,21 @@ class TFCluster:
     def _recover_from_feed_failure(self, exc: BaseException) -> None:
         """A feed that failed ends this generation. Returns once the cluster restarted (feed again);
         raises the node failure, or fails the cluster with the feed's error and stops its nodes."""
-        named_input_error = "malformed row" in str(exc)  # the data is wrong, no node died: no need to wait
+        from tfos.feed.feed_job import FeedJobError
+
+        input_stage = isinstance(exc, FeedJobError) and not exc.feed_task  # no node was fed yet
+        bad_data = "malformed row" in str(exc)  # the data is wrong, no node died: no need to wait
         if self._error is None and self.state not in (ClusterState.RESTARTING, ClusterState.FAILED) \
-                and not named_input_error:
+                and not bad_data:
             # The feed often notices a dead node before the monitor: give it time to name the node.
             deadline = time.monotonic() + FEED_FAILURE_GRACE_SECS
             version = -1
             while self._error is None and time.monotonic() < deadline:
                 version = self.server.wait_for_change(version, timeout=0.5)
         if self._error is None:
-            self._fail(exc)
+            if input_stage:
+                raise exc  # reading the input failed before any node was fed: the cluster can be fed again
+            self._fail(self._lost_node_failure(str(exc.__cause__ or exc)) or exc)
         if not self._raise_if_failed():
             raise exc  # _fail ignored it: the cluster had already stopped
 

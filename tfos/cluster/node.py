@@ -117,6 +117,10 @@ class Node:
             self._launch(nodes, spec, num_workers, worker_num, host, port_sock, tb_sock, tb_port, node_dir, feed_dir)
         except BaseException as exc:
             self.gpu.release()
+            if cfg.input_mode == InputMode.SPARK:
+                from tfos.feed.registry import unregister_local_node
+
+                unregister_local_node(cfg.cluster_id, self.job_name, self.task_index)
             self._remove_node_dir()
             self._report_start_failure(exc)
             raise
@@ -201,14 +205,20 @@ class Node:
     def supervise(self, raise_on_failure: bool = False) -> None:
         """Wait for the TF process; report an abnormal exit the process could not report itself.
 
-        With ``raise_on_failure`` (the start task owns the node) the node's directory is removed
-        afterwards; in InputMode.SPARK it stays, since feed tasks read the exit state there.
+        Afterwards the node's directory is removed; in InputMode.SPARK only once the node left the
+        feed registry and the feed tasks feeding it have read its exit state there.
         """
         try:
             self._wait_and_report(raise_on_failure)
         finally:
-            if raise_on_failure:
-                self._remove_node_dir()  # payload (secret, pickled main), feed sockets and spills
+            if not raise_on_failure and self.feed_dir:  # InputMode.SPARK: feed tasks find nodes in the registry
+                from tfos.feed.registry import retire_local_node
+
+                try:  # no later feed task picks this node; those feeding it read its exit state first
+                    retire_local_node(self.config.cluster_id, self.job_name, self.task_index, self.feed_dir)
+                except Exception as exc:  # noqa: BLE001 - the directory still goes
+                    self.log.warning("could not retire the node's feed registry entry: %s", exc)
+            self._remove_node_dir()  # payload (secret, pickled main), feed sockets and spills
 
     def _wait_and_report(self, raise_on_failure: bool) -> None:
         assert self.process is not None

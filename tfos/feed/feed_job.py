@@ -158,6 +158,8 @@ class FeedJobError(FeedError):
         super().__init__(message)
         self.task, self.executor, self.host, self.node = task, executor, host, node
         self.feed_task = False  # ``task`` is the shard of a feed task (not a partition of an input stage)
+        self.rows_fed: dict[str, int] = {}  # per input, what the feed tasks had reported fed
+        self.rows_per_epoch: dict[str, int] = {}  # per input, one epoch's rows over all workers (once agreed)
         self.told_by_task = False  # the message is the task's own feed error
 
 
@@ -314,8 +316,11 @@ def _identity(key: int) -> int:
 def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: int = 1, feed_timeout: float = 600,
           qname: str = "input", job_group: str | None = None, end_feed: bool = False, remainder: str = "drop",
           chunk_rows: int = feeder.DEFAULT_CHUNK_ROWS, chunk_bytes: int = feeder.DEFAULT_CHUNK_BYTES,
-          progress: bool = True, on_report: Any = None, on_error: Any = None) -> Any:
+          progress: bool = True, on_report: Any = None, on_error: Any = None, failure_known: Any = None) -> Any:
     """Feed ``data`` to the workers with exactly equal rows per worker per epoch (see the module doc).
+
+    ``failure_known()`` (optional) says the caller already knows which node failed (its TF cluster's
+    monitor named it): a failed feed then raises at once instead of waiting to name the node itself.
 
     ``on_report`` (streams only) is called with the report of every fed micro-batch, ``on_error``
     (streams only) with the exception of a micro-batch whose feed failed, before it is raised in
@@ -358,6 +363,15 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             logger.log(line[0], line[1])
         server.set_totals({q: s["rows_per_worker_per_epoch"] * n * num_epochs
                            for q, s in plan_lines["summary"].items()})
+        agreed_epoch.update({q: s["rows_per_worker_per_epoch"] * n for q, s in plan_lines["summary"].items()})
+
+    agreed_epoch: dict[str, int] = {}  # rows of one epoch over all workers, per input, once agreed
+
+    def with_progress(error: FeedJobError) -> FeedJobError:
+        """What the failed feed had fed (``rows_fed``) and an epoch's rows (``rows_per_epoch``), per input:
+        a restarted cluster feeds only the epochs not yet fed whole."""
+        error.rows_fed, error.rows_per_epoch = server.rows(), dict(agreed_epoch)
+        return error
 
     with _JobGroup(sc, group, desc):
         server = ProgressServer(driver_address(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
@@ -377,8 +391,9 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
                 told = FeedJobError(f"{what} failed: {failures[0]}", task=int(shard.group(1)) if shard else err.task,
                                     executor=err.executor, host=err.host, node=node.group(0) if node else None)
                 told.feed_task, told.told_by_task = shard is not None, True
-                raise told from exc
-            if err.feed_task and not err.told_by_task and "ExecutorLost" not in str(exc):  # lost: the cluster names it
+                raise with_progress(told) from exc
+            named_elsewhere = "ExecutorLost" in str(exc) or (failure_known is not None and failure_known())
+            if err.feed_task and not err.told_by_task and not named_elsewhere:  # the cluster names a lost node
                 cleanup.join(CLEANUP_NAMING_WAIT)  # a task died without a word: which node did it feed?
                 node = found.get("nodes", {}).get(err.task)
                 if node:
@@ -386,7 +401,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
                                          task=err.task, executor=err.executor, host=err.host, node=node)
                     named.feed_task = True
                     err = named
-            raise err from exc
+            raise with_progress(err) from exc
         finally:
             server.close()
     shards = sorted((json.loads(line) for line in lines), key=lambda s: s["shard"])
