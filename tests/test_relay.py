@@ -78,6 +78,22 @@ def test_queue_keeps_the_start_and_the_end_of_a_burst_and_counts_the_rest():
     assert len(q) == 3
 
 
+def test_a_warning_in_the_middle_of_a_flood_of_prints_is_kept():
+    q = LineQueue(max_lines=10)
+    q.put_many([("out", 20, f"print {i}") for i in range(500)])
+    q.put(("err", 30, "stderr: the one line that matters"))  # e.g. read late by the stderr reader thread
+    q.put_many([("out", 20, f"print {i}") for i in range(500, 1000)])
+    q.put(("log", 40, "logging: an error"))
+    lines, dropped = q.take(100)
+    texts = [t for _, _, t in lines]
+    assert "stderr: the one line that matters" in texts and texts[-1] == "logging: an error"
+    assert texts[:5] == [f"print {i}" for i in range(5)]  # the burst's start stays
+    assert len(lines) + dropped == 1002  # every line delivered or counted
+    q.put_many([("err", 30, f"warning {i}") for i in range(100)])  # nothing below WARNING: the oldest go
+    lines, dropped = q.take(100)
+    assert [t for _, _, t in lines][-1] == "warning 99" and len(lines) + dropped == 100
+
+
 def test_relay_levels_and_native_line_levels():
     assert relay.resolve_level(None) in relay.LEVELS
     assert relay.resolve_level("WARNINGS") == "warnings"

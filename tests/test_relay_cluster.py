@@ -13,6 +13,7 @@ import pytest
 from tests import relay_mains
 from tfos import InputMode
 from tfos.cluster import relay
+from tfos.feed.errors import FeedError
 
 
 def node_messages(caplog) -> list[str]:
@@ -48,7 +49,9 @@ def test_every_channel_of_every_node_reaches_the_driver_tagged_and_a_flood_is_bo
             assert f"[{name}] {line}" in messages, line
     flooded = sum(1 for m in messages if m.startswith("[worker:0] flood "))
     dropped = sum(getattr(r, "tfos_dropped", 0) for r in caplog.records if getattr(r, "tfos_node", "") == "worker:0")
-    assert flooded + dropped == flood  # every line relayed or counted
+    # every line relayed or counted; a few of worker:0's own lines (e.g. "main_fun finished", read while the
+    # queue was still full) may be among the dropped ones, never a warning
+    assert flood <= flooded + dropped <= flood + 10
     assert flooded <= relay.MAX_QUEUED_LINES + relay.BURST_LINES + relay.LINES_PER_SEC * elapsed
     assert any("relay dropped" in m for m in messages if m.startswith("[worker:0]"))
     sink = cluster.server.log_sink
@@ -109,6 +112,19 @@ def test_a_hung_node_logs_its_stack_when_shutdown_times_out(sc, tmp_path, start,
     stacks = [r.getMessage() for r in caplog.records if "stuck_forever_in_here" in r.getMessage()]
     assert stacks, "no stack of the hung node was logged"
     assert "worker:0" in stacks[0] and "relay_mains.py" in stacks[0]
+
+
+def test_a_node_that_stops_reading_its_feed_logs_its_stack_when_the_feed_times_out(sc, tmp_path, start, caplog):
+    caplog.set_level(logging.INFO)
+    cluster = start(sc, relay_mains.hang, {"out": str(tmp_path)}, 3, input_mode=InputMode.SPARK)
+    rows = sc.parallelize([(list(range(784)), i % 10) for i in range(6000)], 3)  # more than the channels buffer
+    with pytest.raises(FeedError, match="(?i)timed out|FeedTimeout"):
+        cluster.train(rows, num_epochs=1, feed_timeout=5)
+    stacks = [r.getMessage() for r in caplog.records if "stuck_forever_in_here" in r.getMessage()]
+    assert stacks, "no stack of the nodes that stopped reading was logged"
+    assert "the feed timed out" in stacks[0] and "relay_mains.py" in stacks[0]
+    with pytest.raises(FeedError):  # the failed feed failed the cluster
+        cluster.shutdown(timeout=60)
 
 
 def test_feed_and_inference_jobs_say_what_they_are(sc, start):

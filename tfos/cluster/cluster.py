@@ -546,6 +546,10 @@ class TFCluster:
         if self._error is None:
             if input_stage:
                 raise exc  # reading the input failed before any node was fed: the cluster can be fed again
+            if "FeedTimeout" in str(exc) or isinstance(exc, TimeoutError):  # a node stopped reading: where is it?
+                from tfos.cluster.stacks import log_live_stacks
+
+                log_live_stacks(self.server, self.server.nodes(), f"the feed timed out ({str(exc).splitlines()[0]})")
             self._fail(self._lost_node_failure(str(exc.__cause__ or exc)) or exc)
         if not self._raise_if_failed():
             raise exc  # _fail ignored it: the cluster had already stopped

@@ -77,7 +77,8 @@ class LineQueue:
 
     When it is full the lines in the middle go, counted: it keeps the first ``max_lines // 2``
     lines queued since it was last empty (how a burst began) and the latest ones after them (how
-    it ended: a traceback), in order.
+    it ended: a traceback), in order. Lines below WARNING go first: a warning or a stderr line
+    that arrives in the middle of a flood of prints stays.
     """
 
     def __init__(self, max_lines: int = MAX_QUEUED_LINES, max_chars: int = MAX_QUEUED_CHARS):
@@ -85,6 +86,7 @@ class LineQueue:
         self._head: collections.deque[Line] = collections.deque()
         self._tail: collections.deque[Line] = collections.deque()
         self._chars = 0
+        self._tail_minor = 0  # lines below WARNING in _tail: dropped before the others
         self._dropped = 0
         self._lock = threading.Lock()
 
@@ -98,11 +100,26 @@ class LineQueue:
                     self._head.append(line)
                 else:
                     self._tail.append(line)
+                    self._tail_minor += line[1] < logging.WARNING
                 self._chars += len(line[2])
             while len(self._head) + len(self._tail) > self.max_lines or self._chars > self.max_chars:
-                gone = self._tail.popleft() if self._tail else self._head.pop()
+                gone = self._drop_one()
                 self._chars -= len(gone[2])
                 self._dropped += 1
+
+    def _drop_one(self) -> Line:
+        """Remove the oldest line of the tail below WARNING, else its oldest line, else the head's newest."""
+        if not self._tail:
+            return self._head.pop()
+        if self._tail_minor:
+            for i, line in enumerate(self._tail):  # in a flood of prints the first one is it
+                if line[1] < logging.WARNING:
+                    del self._tail[i]
+                    self._tail_minor -= 1
+                    return line
+        gone = self._tail.popleft()
+        self._tail_minor -= gone[1] < logging.WARNING
+        return gone
 
     def take(self, max_lines: int, max_chars: int = BATCH_CHARS) -> tuple[list[Line], int]:
         """Up to ``max_lines`` lines from the front, and the lines dropped since the last take."""
@@ -112,11 +129,14 @@ class LineQueue:
             for part in (self._head, self._tail):
                 while part and len(out) < max_lines and (not out or chars + len(part[0][2]) <= max_chars):
                     line = part.popleft()
+                    if part is self._tail:
+                        self._tail_minor -= line[1] < logging.WARNING
                     self._chars -= len(line[2])
                     chars += len(line[2])
                     out.append(line)
             if not self._head and self._tail:
                 self._head, self._tail = self._tail, self._head
+                self._tail_minor = 0  # the new tail is the old, empty head
             dropped, self._dropped = self._dropped, 0
         return out, dropped
 
