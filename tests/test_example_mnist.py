@@ -53,6 +53,42 @@ def test_mnist_tf_trains_checkpoints_resumes_and_reports_accuracy(mnist_tfr):
 
 
 @pytest.mark.slow
+def test_mnist_tf_survives_a_killed_worker_and_still_reaches_98_percent(mnist_tfr, tmp_path):
+    """kill -9 of worker:1's TF process after the first checkpoint: with --max_restarts 1 the job restarts from
+    it, ends at its target epoch, and its accuracy is the unfaulted job's."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONUNBUFFERED="1")
+    model = tmp_path / "model"
+    cmd = [sys.executable, os.path.join(MNIST, "mnist_tf.py"), "--cluster_size", "2", "--images_labels",
+           "mnist/tfr/train", "--test_images_labels", "mnist/tfr/test", "--model_dir", str(model), "--export_dir",
+           str(tmp_path / "export"), "--epochs", "4", "--max_restarts", "1"]
+    with open(tmp_path / "out.log", "a+") as log:  # O_APPEND: reading here never moves where it writes
+        proc = subprocess.Popen(cmd, cwd=str(mnist_tfr), env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 600
+            while not (model / "checkpoint").exists():
+                assert proc.poll() is None and time.monotonic() < deadline, "no first checkpoint"
+                time.sleep(0.2)
+            log.seek(0)
+            started = re.search(r"started TF process pid (\d+) \(TF_CONFIG task worker:1\)", log.read())
+            assert started, "worker:1's TF process pid is not in the output"
+            os.kill(int(started.group(1)), signal.SIGKILL)
+            assert proc.wait(timeout=900) == 0, log.seek(0) or log.read()[-5000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log.seek(0)
+        output = log.read()
+    assert "running -> restarting" in output and "restart 1 of max_restarts=1" in output
+    resumed = re.findall(r"starting at epoch (\d+) \(step (\d+)\) of 4 epochs", output)
+    assert len(resumed) >= 2 and int(resumed[-1][1]) > 0, resumed  # the second generation, from its checkpoint
+    accuracy = float(re.search(r"test accuracy: (0\.\d{4})", output).group(1))
+    assert accuracy >= 0.98, accuracy
+
+
+@pytest.mark.slow
 def test_mnist_tf_tfos_command_line_trains_exact_steps_and_resumes(mnist_tfr):
     """TensorFlowOnSpark's HDFS-era line, no test-set flag: --steps is the global step target; the test set is
     found next to the training data; a rerun with a higher --steps trains only the difference."""

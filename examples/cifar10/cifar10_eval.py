@@ -43,16 +43,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval_interval_secs", type=float, default=300, help="how often to look for new checkpoints")
     p.add_argument("--num_examples", type=int, default=0, help="evaluate at most this many (0: all)")
     p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--hdfs_io", choices=["auto", "tensorflow_io", "tfos"], default="auto",
+                   help="how hdfs:// is read and written: tensorflow-io (libhdfs), tfos's own I/O layer, or auto")
     cifar10_model.add_bool_flag(p, "rdma", "TensorFlowOnSpark flag, ignored (no RDMA transport)")
     return p.parse_args(argv)
 
 
-def evaluate(model: Any, files: list[str], batch_size: int, num_examples: int = 0) -> tuple[float, int]:
+def evaluate(model: Any, files: list[str], batch_size: int, num_examples: int = 0,
+             tio: Any = None) -> tuple[float, int]:
     """(precision @ 1, examples evaluated) of ``model`` over the test records."""
     import tensorflow as tf
 
     correct = total = 0
-    for images, labels in cifar10_model.eval_dataset(files, batch_size):
+    for images, labels in cifar10_model.eval_dataset(files, batch_size, tio):
         if num_examples and total >= num_examples:
             break
         logits = model(images, training=False)
@@ -66,14 +69,14 @@ def evaluate(model: Any, files: list[str], batch_size: int, num_examples: int = 
     return correct / total, total
 
 
-def eval_once(args: argparse.Namespace, model: Any, checkpoint: str, writer: Any) -> float:
+def eval_once(args: argparse.Namespace, model: Any, checkpoint: str, writer: Any, tio: Any = None) -> float:
     """Restore ``checkpoint``, evaluate, print and record the precision."""
     import tensorflow as tf
 
     step = cifar10_model.restore(model, checkpoint)
     split = "test" if args.eval_data == "test" else "train"
-    files = cifar10_model.tfrecord_files(f"{args.data_dir.rstrip('/')}/{split}")
-    precision, n = evaluate(model, files, args.batch_size, args.num_examples)
+    files = cifar10_model.tfrecord_files(f"{args.data_dir.rstrip('/')}/{split}", tio)
+    precision, n = evaluate(model, files, args.batch_size, args.num_examples, tio)
     with writer.as_default():
         tf.summary.scalar("precision @ 1", precision, step=step)
         writer.flush()
@@ -104,23 +107,47 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def evaluate_checkpoints(args: argparse.Namespace) -> None:
-    """Evaluate the newest checkpoint (and, without ``--run_once``, each new one as it appears)."""
+    """Evaluate the newest checkpoint (and, without ``--run_once``, each new one as it appears).
+
+    Where TensorFlow cannot open ``hdfs://`` itself (no libhdfs), tfos's I/O layer reads the
+    records, copies the newest checkpoint to a local mirror and uploads the summaries after each
+    evaluation."""
+    import shutil
+    import tempfile
+
     import tensorflow as tf
 
+    from tfos.io.filesystem import FileSystem
+    from tfos.io.tf_dataset import TensorFlowIO
+
+    tio = TensorFlowIO(args.hdfs_io, probe=args.data_dir)
+    logging.info("reading %s and %s through %s", args.data_dir, args.checkpoint_dir, tio.describe())
+    mirror = tio.checkpoint_mirror(args.checkpoint_dir)
+    direct_summaries = tio.tf_can_open(args.eval_dir)
+    summary_dir = args.eval_dir if direct_summaries else tempfile.mkdtemp(prefix="tfos-cifar10-eval-")
     model = cifar10_model.build_model()
-    tf.io.gfile.makedirs(args.eval_dir)
-    writer = tf.summary.create_file_writer(args.eval_dir)
+    tf.io.gfile.makedirs(summary_dir)
+    writer = tf.summary.create_file_writer(summary_dir)
     last = None
-    while True:
-        latest = tf.train.latest_checkpoint(args.checkpoint_dir)
-        if latest is None and args.run_once:
-            raise SystemExit(f"no checkpoint in {args.checkpoint_dir}; run cifar10_train.py first")
-        if latest is not None and latest != last:
-            eval_once(args, model, latest, writer)
-            last = latest
-        if args.run_once:
-            return
-        time.sleep(args.eval_interval_secs)
+    try:
+        while True:
+            latest = mirror.download()
+            if latest is None and args.run_once:
+                raise SystemExit(f"no checkpoint in {args.checkpoint_dir}; run cifar10_train.py first")
+            if latest is not None and latest != last:
+                eval_once(args, model, latest, writer, tio)
+                last = latest
+                if not direct_summaries:
+                    with FileSystem() as fs:
+                        fs.copytree(summary_dir, args.eval_dir)
+            if args.run_once:
+                return
+            time.sleep(args.eval_interval_secs)
+    finally:
+        writer.close()
+        mirror.close()
+        if not direct_summaries:
+            shutil.rmtree(summary_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

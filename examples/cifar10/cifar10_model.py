@@ -117,32 +117,43 @@ def center(images: Any) -> Any:
     return tf.image.per_image_standardization(images)
 
 
-def tfrecord_files(directory: str) -> list[str]:
-    """The ``part-*`` TFRecord files of a directory written by ``cifar10_data_setup.py``."""
+def tfrecord_files(directory: str, tio: Any = None) -> list[str]:
+    """The ``part-*`` TFRecord files of a directory written by ``cifar10_data_setup.py``, listed
+    through ``tio`` (a ``tfos.io.tf_dataset.TensorFlowIO``: ``hdfs://`` without libhdfs) or TensorFlow."""
     import tensorflow as tf
 
-    files = sorted(tf.io.gfile.glob(directory.rstrip("/") + "/part-*"))
+    pattern = directory.rstrip("/") + "/part-*"
+    files = sorted(tio.glob(pattern) if tio is not None else tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no part-* TFRecord files in {directory}; run cifar10_data_setup.py first")
     return files
 
 
-def train_dataset(files: list[str], batch_size: int, seed: int | None = None) -> Any:
+def records(files: list[str], tio: Any = None, parallel: int = 1) -> Any:
+    """The serialized records of ``files``: read by ``tio`` when given (tfos's I/O layer), else by TensorFlow."""
+    import tensorflow as tf
+
+    if tio is not None:
+        return tio.tfrecord_dataset(files, num_parallel_reads=parallel)
+    return tf.data.TFRecordDataset(files, num_parallel_reads=parallel)
+
+
+def train_dataset(files: list[str], batch_size: int, seed: int | None = None, tio: Any = None) -> Any:
     """Endless shuffled, distorted batches (the caller's strategy shards them across workers)."""
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-    ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(4, len(files)))
+    ds = records(files, tio, parallel=min(4, len(files)))
     ds = ds.repeat().shuffle(2048, seed=seed).batch(256).map(parse_examples, num_parallel_calls=autotune).unbatch()
     ds = ds.map(lambda image, label: (distort(image), label), num_parallel_calls=autotune)
     return ds.batch(batch_size, drop_remainder=True).prefetch(autotune)
 
 
-def eval_dataset(files: list[str], batch_size: int) -> Any:
+def eval_dataset(files: list[str], batch_size: int, tio: Any = None) -> Any:
     """Every record once, in file order: (standardized 24x24 crops, labels)."""
     import tensorflow as tf
 
-    ds = tf.data.TFRecordDataset(files).batch(batch_size).map(parse_examples)
+    ds = records(files, tio).batch(batch_size).map(parse_examples)
     return ds.map(lambda images, labels: (center(images), labels)).prefetch(tf.data.AUTOTUNE)
 
 

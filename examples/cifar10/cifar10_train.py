@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cluster_size", type=int, default=None,
                    help="TF nodes (default: the executors Spark was given; 2 in local mode)")
     p.add_argument("--tensorboard", action="store_true", help="run TensorBoard on the chief (log_dir: train_dir)")
+    p.add_argument("--hdfs_io", choices=["auto", "tensorflow_io", "tfos"], default="auto",
+                   help="how TensorFlow reaches hdfs://: tensorflow-io (libhdfs), tfos's own I/O layer, or auto")
     p.add_argument("--max_restarts", type=int, default=0,
                    help="restart the TF cluster after this many node failures, resuming from the latest checkpoint")
     cifar10_model.add_bool_flag(p, "log_device_placement", "log where each operation runs")
@@ -67,6 +69,7 @@ def main_fun(args: argparse.Namespace, ctx: Any) -> None:
     """Runs on every node: data-parallel training from the TFRecords in ``args.data_dir/train``."""
     import tensorflow as tf
 
+    from tfos.io.tf_dataset import TensorFlowIO
     from tfos.training_checkpoint import TrainingCheckpoint
 
     log = logging.getLogger("cifar10_train")
@@ -76,14 +79,18 @@ def main_fun(args: argparse.Namespace, ctx: Any) -> None:
     replicas = strategy.num_replicas_in_sync
     log.info("node %s:%d: GPUs %s, %d replica(s) in sync", ctx.job_name, ctx.task_index, ctx.gpus or "none",
              replicas)
-    files = cifar10_model.tfrecord_files(ctx.absolute_path(args.data_dir) + "/train")
+    data_dir = ctx.absolute_path(args.data_dir)
+    tio = TensorFlowIO(args.hdfs_io, probe=data_dir)
+    files = cifar10_model.tfrecord_files(data_dir + "/train", tio)
+    log.info("reading %d TFRecord files from %s through %s", len(files), data_dir, tio.describe())
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    ds = cifar10_model.train_dataset(files, args.batch_size * replicas, seed=ctx.worker_num).with_options(options)
+    ds = cifar10_model.train_dataset(files, args.batch_size * replicas, seed=ctx.worker_num, tio=tio)
+    ds = ds.with_options(options)
     with strategy.scope():
         model = cifar10_model.build_model(args.learning_rate)
     train_dir = ctx.absolute_path(args.train_dir)
-    ckpt = TrainingCheckpoint(model, train_dir, is_chief=ctx.worker_num == 0, worker_index=ctx.worker_num)
+    ckpt = TrainingCheckpoint(model, train_dir, is_chief=ctx.worker_num == 0, worker_index=ctx.worker_num, io=tio)
     done = ckpt.restore()  # completed "epochs" of (at most) save_steps steps each
     start = int(model.optimizer.iterations.numpy())
     remaining = max(0, args.max_steps - start)
