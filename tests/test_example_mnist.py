@@ -72,7 +72,7 @@ def test_mnist_tf_survives_a_killed_worker_and_still_reaches_98_percent(mnist_tf
                 assert proc.poll() is None and time.monotonic() < deadline, "no first checkpoint"
                 time.sleep(0.2)
             log.seek(0)
-            started = re.search(r"started TF process pid (\d+) \(TF_CONFIG task worker:1\)", log.read())
+            started = re.search(r"\[worker:1\] .*TF process pid (\d+) runs main_fun", log.read())
             assert started, "worker:1's TF process pid is not in the output"
             os.kill(int(started.group(1)), signal.SIGKILL)
             assert proc.wait(timeout=900) == 0, log.seek(0) or log.read()[-5000:]

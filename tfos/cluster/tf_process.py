@@ -133,6 +133,7 @@ class NodeProcess:
         logger.info("TF process sees GPU(s) %s (CUDA_VISIBLE_DEVICES=%s)", ",".join(self.ctx.gpus) or "none",
                     os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
         self._report(RUNNING)
+        logger.info("TF process pid %d runs main_fun", os.getpid())
         try:
             self.payload.config.main_fun(self.payload.config.tf_args, self.ctx)
         except BaseException:  # noqa: BLE001 - any failure of the user's code is reported, then exits
