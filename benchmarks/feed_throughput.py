@@ -69,7 +69,7 @@ JSON line with every figure. The exit status is 0 whether or not targets are met
 
 The earlier micro-benchmarks stay available as sub-commands:
 
-``channel``  the shard feeder (``tfos.feed.feeder``) replaying a local spill file into one
+``channel``  the shard feeder (``tfos.feed.train_task.feed_input``) replaying a local spill file into one
              consumer process that reads with ``DataFeed.batches()`` or ``next_batch()``.
 ``spark``    ``tfos.feed.feed_job.train`` on ``local[N]`` into N stand-in consumer processes.
 
@@ -740,7 +740,7 @@ class Bench:
         def warm(_):
             import pyarrow  # noqa: F401
 
-            import tfos.feed.feeder  # noqa: F401
+            import tfos.feed.train_task  # noqa: F401
 
             mnist()
             model()
@@ -1212,19 +1212,23 @@ def _rows(n: int, width: int):
 
 def channel(args) -> dict:
     from tfos.feed import arrow_codec as codec
-    from tfos.feed import feeder
+    from tfos.feed.chunking import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, ChunkSizer, iter_chunks
+    from tfos.feed.plans import TrainPlan
+    from tfos.feed.spill import SpillFile
+    from tfos.feed.targets import NodeTarget
+    from tfos.feed.train_task import feed_input
 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     feed_dir = tempfile.mkdtemp(prefix="bench-feed-")
     proc = ctx.Process(target=_consume, args=(feed_dir, "worker:0", args.read, args.batch_size, out))
     proc.start()
-    spill = feeder.SpillFile(tempfile.mkdtemp(prefix="bench-spill-"), "0")
+    spill = SpillFile(tempfile.mkdtemp(prefix="bench-spill-"), "0")
     encoder = codec.RowEncoder(0)
-    sizer = feeder._ChunkSizer(feeder.DEFAULT_CHUNK_ROWS, feeder.DEFAULT_CHUNK_BYTES)
+    sizer = ChunkSizer(DEFAULT_CHUNK_ROWS, DEFAULT_CHUNK_BYTES)
     t0 = time.monotonic()
     nbytes = 0
-    for first, chunk in feeder._chunks(_rows(args.rows, args.width), sizer):
+    for first, chunk in iter_chunks(_rows(args.rows, args.width), sizer):
         batch = encoder.encode(chunk, first)
         sizer.learn(batch)
         payload = codec.to_ipc(batch).to_pybytes()
@@ -1232,10 +1236,10 @@ def channel(args) -> dict:
         spill.append(payload, batch.num_rows)
     spill.finish()
     encode_s = time.monotonic() - t0
-    plan = feeder.TrainPlan(cluster_id="bench", qnames=["input"], num_epochs=args.epochs, feed_timeout=600)
-    target = feeder.NodeTarget({"job_name": "worker", "task_index": 0, "feed_dir": feed_dir, "executor_id": 0})
+    plan = TrainPlan(cluster_id="bench", qnames=["input"], num_epochs=args.epochs, feed_timeout=600)
+    target = NodeTarget({"job_name": "worker", "task_index": 0, "feed_dir": feed_dir, "executor_id": 0})
     t1 = time.monotonic()
-    feeder._feed_input(plan, target, 0, 0, spill, spill.rows, None, threading.Event())
+    feed_input(plan, target, 0, 0, spill, spill.rows, None, threading.Event())
     result = out.get(timeout=600)
     feed_s = time.monotonic() - t1
     proc.join(30)
