@@ -34,10 +34,26 @@ def proc_snapshot() -> dict[int, dict]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
+        if "CoarseGrainedExecutorBackend" in cmd:
+            cmd = "[executor JVM] " + cmd
         fields = stat[stat.rfind(b")") + 2:].split()
         snap[int(entry)] = {"ppid": int(fields[1]), "cpu": (int(fields[11]) + int(fields[12])) / TICK,
                             "threads": int(fields[17]), "name": cmd[:400]}
     return snap
+
+
+def schedstat() -> tuple[float, float]:
+    """(on-CPU, waiting-on-a-run-queue) seconds summed over this process's threads (/proc schedstat)."""
+    run = wait = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run / 1e9, wait / 1e9
 
 
 def host_cpu() -> tuple[float, float]:
@@ -62,6 +78,7 @@ def _environment() -> dict:
     except OSError:
         autogroup = "n/a"
     return {"pid": os.getpid(), "ppid": os.getppid(), "nice": os.nice(0), "sid": os.getsid(0),
+            "policy": os.sched_getscheduler(0),
             "autogroup": autogroup,
             "affinity": sorted(os.sched_getaffinity(0)), "status": status,
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
@@ -144,12 +161,15 @@ def cnn_fit(args: dict, ctx) -> None:
             if epoch == 1 and chief:
                 snaps["start"] = {"procs": proc_snapshot(), "host": host_cpu(), "load": os.getloadavg(),
                                   "self": _environment()}
+            if epoch == 1:
+                marks["sched_start"] = schedstat()
             marks["begin"].append(time.perf_counter())
 
         def on_epoch_end(self, epoch, logs=None):
             marks["end"].append(time.perf_counter())
 
         def on_train_end(self, logs=None):
+            marks["sched_end"] = schedstat()
             if chief:
                 snaps["end"] = {"procs": proc_snapshot(), "host": host_cpu(), "load": os.getloadavg(),
                                 "self": _environment()}
@@ -159,6 +179,8 @@ def cnn_fit(args: dict, ctx) -> None:
     timed = marks["end"][-1] - marks["begin"][1]
     result = {"task": ctx.task_index, "epoch_secs": [e - b for b, e in zip(marks["begin"], marks["end"], strict=True)],
               "timed_secs": timed, "examples_per_s": batch * steps * (epochs - 1) / timed,
+              "run_cores": (marks["sched_end"][0] - marks["sched_start"][0]) / timed,
+              "queue_cores": (marks["sched_end"][1] - marks["sched_start"][1]) / timed,
               "environment": env0, "tf_threads": [tf.config.threading.get_intra_op_parallelism_threads(),
                                                   tf.config.threading.get_inter_op_parallelism_threads()],
               "snaps": snaps}

@@ -106,7 +106,7 @@ def cpu_breakdown(results: list[dict], daemons: list[int]) -> dict[str, float]:
     wall = chief["timed_secs"]
     tf_pids = {r["environment"]["pid"] for r in results}
     owner = chief["environment"]["env"].get("TFOS_OWNER_PID")
-    jvms = {pid for pid, info in after.items() if "CoarseGrainedExecutorBackend" in info["name"]}
+    jvms = {pid for pid, info in after.items() if info["name"].startswith("[executor JVM]")}
     ours = set()
     for pid in tf_pids:
         chain, p = [], pid
@@ -160,11 +160,14 @@ def one_run(name: str, sc, base_args: dict, daemons: list[int]) -> dict:
            "threads_end": results[0]["snaps"]["end"]["self"]["status"].get("Threads"),
            "autogroups": sorted({r["environment"]["autogroup"].split()[0] for r in results})}
     row["per_tf_core"] = rate / max(row["cpu"]["TF processes"], 1e-9)
+    # per TF process: on-CPU and runnable-but-waiting (run queue) cores, from its threads' schedstat
+    row["sched"] = [(r["run_cores"], r["queue_cores"]) for r in sorted(results, key=lambda r: r["task"])]
     epochs = " ".join(f"{s:.2f}" for s in row["epoch_secs"])
     print(f"{name:16s} {rate:8.0f} examples/s  (epochs {epochs} s; run {wall:.1f} s; load {load[0]:.1f}; "
           f"TF processes used {row['cpu']['TF processes']:.2f} cores = {row['per_tf_core']:.0f} examples per TF "
           f"CPU-s; TF threads {row['threads_end']}, OMP_NUM_THREADS={row['env']['env']['OMP_NUM_THREADS']}, "
-          f"affinity {row['env']['affinity']}, autogroups {row['autogroups']})", flush=True)
+          f"affinity {row['env']['affinity']}, autogroups {row['autogroups']}; on-CPU/run-queue cores per worker "
+          f"{' '.join(f'{a:.2f}/{b:.2f}' for a, b in row['sched'])})", flush=True)
     return row
 
 
@@ -215,6 +218,12 @@ def main() -> None:
           "best of the runs:")
     for v in variants:
         print(f"  {v:16s} {max(r['per_tf_core'] for r in rows if r['variant'] == v):8.0f}")
+    print("\nper TF process, mean over the runs: on-CPU cores / cores runnable but waiting on a run queue:")
+    for v in variants:
+        mine = [r["sched"] for r in rows if r["variant"] == v]
+        cells = [f"worker {i}: {sum(s[i][0] for s in mine) / len(mine):.2f} / {sum(s[i][1] for s in mine) / len(mine):.2f}"
+                 for i in range(2)]
+        print(f"  {v:16s} " + "   ".join(cells))
     print("\nCPU cores used during the timed epochs, mean over the runs of each variant:")
     keys = list(rows[0]["cpu"])
     print("  " + " " * 34 + "".join(f"{v[:14]:>15s}" for v in variants))
