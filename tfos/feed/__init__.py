@@ -12,7 +12,9 @@ Modules, in the direction the data flows:
 * ``channel``: the executor-local Unix-socket transport with bounded buffering.
 * ``arrow_codec``: rows <-> Arrow record batches.
 * ``datafeed`` (TF process): ``DataFeed`` (``next_batch``, ``should_stop``, ``batch_results``,
-  ``terminate``, ``dataset``).
+  ``terminate``, ``dataset``), built from ``receiver`` (feed tasks' messages -> events),
+  ``results`` (inference results owed), ``shaping`` (batches as rows, dicts, numpy) and
+  ``tf_dataset`` (the tf.data adapter).
 * ``registry``: which TF nodes a feed task can reach on its executor.
 * ``progress``: rows fed and rows/s on the driver.
 

@@ -27,6 +27,7 @@ class ChunkSizer:
 
 
 def iter_chunks(rows: Iterable[Any], sizer: ChunkSizer) -> Iterator[tuple[int, list]]:
+    """``(index of the chunk's first row, rows)`` of ``sizer.rows`` rows each (asked anew per chunk)."""
     chunk: list = []
     first = 0
     for j, row in enumerate(rows):

@@ -195,6 +195,8 @@ def _feed_inputs(plan: TrainPlan, target: NodeTarget, shard: int, spills: list[S
 
 def feed_input(plan: TrainPlan, target: NodeTarget, shard: int, qi: int, spill: SpillFile, rows_per_epoch: int,
                 reporter: ProgressReporter | None, cancel: threading.Event) -> dict:
+    """Feed one input of this shard (``qi``) to ``target`` from its spill file, ``rows_per_epoch`` rows
+    per epoch; returns ``{"state": "done" | "terminated", "rows": fed}``."""
     qname = plan.qnames[qi]
     timeout = plan.feed_timeout
     fed = 0
