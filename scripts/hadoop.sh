@@ -345,8 +345,12 @@ yarn_site() {  # [nodemanager] -> yarn-site.xml (the RM's and clients' without a
     prop yarn.nodemanager.resource.memory-mb "$NM_MEMORY_MB"
     prop yarn.nodemanager.resource.cpu-vcores "$NM_VCORES"
     prop yarn.nodemanager.resource.detect-hardware-capabilities false
-    # the physical-memory check stays on (YARN kills containers over their memory), virtual memory is not checked
+    # the physical-memory check stays on (YARN kills containers over their memory), virtual memory is not checked.
+    # Without cgroups that check is the NodeManager's polling monitor, which Hadoop 3 skips while
+    # yarn.nodemanager.resource.memory.enforced (cgroups' strict enforcement) is true, its default.
     prop yarn.nodemanager.pmem-check-enabled true
+    prop yarn.nodemanager.resource.memory.enforced false
+    prop yarn.nodemanager.container-monitor.interval-ms 1000
     prop yarn.nodemanager.vmem-check-enabled false
     prop yarn.nodemanager.aux-services ""
     prop yarn.nodemanager.delete.debug-delay-sec 0

@@ -88,3 +88,23 @@ def test_doctor_driver_only_and_bad_url():
     assert proc.returncode == 1 and "UNREACHABLE from driver" in proc.stdout, proc.stdout + proc.stderr
     bad = _doctor("--executors", "0", "--hdfs", "namenode:8020", env=_plain_env())
     assert bad.returncode == 2 and "--hdfs must be a URL" in bad.stderr
+
+
+def test_doctor_exits_1_when_the_user_may_not_submit_to_the_queue(tmp_path):
+    """A ResourceManager whose SECRET_Q ACL excludes the user (a fake RM: the test YARN's ACLs are open to all)."""
+    from tests.test_yarn_queue_checks import acl_routes
+    from tests.yarn_fixture import fake_resource_manager
+
+    with fake_resource_manager(acl_routes()) as address:
+        (tmp_path / "yarn-site.xml").write_text(
+            "<configuration><property><name>yarn.resourcemanager.webapp.address</name>"
+            f"<value>{address}</value></property></configuration>")
+        env = _plain_env(HADOOP_CONF_DIR=str(tmp_path), HADOOP_USER_NAME="bob")
+        refused = _doctor("--executors", "0", "--queue", "SECRET_Q", env=env)
+        allowed = _doctor("--executors", "0", "--queue", "CPU_Q", "--json", env=env)
+    assert refused.returncode == 1, refused.stdout + refused.stderr[-3000:]
+    assert "submit as bob: REFUSED (ResourceManager" in refused.stdout
+    assert "to do: bob may not submit to queue 'SECRET_Q'" in refused.stdout
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr[-3000:]
+    queues = {q["name"]: q["submit"]["allowed"] for q in json.loads(allowed.stdout)["yarn"]["queues"]}
+    assert queues == {"CPU_Q": True, "SECRET_Q": False}

@@ -6,12 +6,9 @@ driven on its own, with the REST shapes Hadoop 3's Capacity Scheduler returns.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
+from tests.yarn_fixture import fake_resource_manager
 from tfos.cluster import yarn
 
 GB = 1024
@@ -38,27 +35,15 @@ APP = {"app": {"id": "application_1_0001", "queue": "CPU_Q", "state": "RUNNING",
                "diagnostics": "Queue's AM resource limit exceeded."}}
 
 
+ROUTES = {"/ws/v1/cluster/scheduler": SCHEDULER, "/ws/v1/cluster/nodes": NODES,
+          "/ws/v1/cluster/info": {"clusterInfo": {"hadoopVersion": "3.5.0"}},
+          "/ws/v1/cluster/apps/application_1_0001": APP}
+
+
 @pytest.fixture(scope="module")
 def rm_url():
-    routes = {"/ws/v1/cluster/scheduler": SCHEDULER, "/ws/v1/cluster/nodes": NODES,
-              "/ws/v1/cluster/info": {"clusterInfo": {"hadoopVersion": "3.5.0"}},
-              "/ws/v1/cluster/apps/application_1_0001": APP}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            body = routes.get(self.path)
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(json.dumps(body or {}).encode())
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with fake_resource_manager(ROUTES) as address:
+        yield address
 
 
 class FakeSpark:
@@ -149,3 +134,126 @@ def test_a_memory_kill_names_the_setting_to_raise():
     assert "spark.executor.memoryOverhead" in memory_hint(reason) and "TF process" in memory_hint(reason)
     assert memory_hint("Container marked as failed: ... Exit status: 137. Diagnostics: Killed by signal")
     assert memory_hint("Container released by the ResourceManager (preempted)") == ""
+
+
+# ------------------------------------------------------------------ what the driver says while it waits
+def _usage(partition: str, used_mb: int, used_vcores: int, pending_mb: int = 0, pending_vcores: int = 0) -> dict:
+    zero = {"memory": 0, "vCores": 0}
+    return {"partitionName": partition, "used": {"memory": used_mb, "vCores": used_vcores},
+            "pending": {"memory": pending_mb, "vCores": pending_vcores}, "reserved": zero, "amUsed": zero}
+
+
+def _full_queue_routes(state: str) -> dict:
+    """A CPU_Q that another application fills (Hadoop 3.5.0's REST shapes, trimmed)."""
+    queue = {**_queue("CPU_Q", "CPU"), "numActiveApplications": 2, "numPendingApplications": 1,
+             "capacities": {"queueCapacitiesByPartition": [
+                 {"partitionName": "", "absoluteCapacity": 50.0, "absoluteMaxCapacity": 100.0,
+                  "absoluteUsedCapacity": 0.0},
+                 {"partitionName": "CPU", "absoluteCapacity": 100.0, "absoluteMaxCapacity": 100.0,
+                  "absoluteUsedCapacity": 96.9}]}}
+    cpu = {**_node("h2:8041", "CPU"), "usedMemoryMB": 7936, "availMemoryMB": 256, "usedVirtualCores": 4,
+           "availableVirtualCores": 0}
+    app = {"id": "application_1_0001", "queue": "root.CPU_Q", "state": state,
+           "runningContainers": 1 if state == "RUNNING" else 0,
+           "diagnostics": "[Wed Dec 02 14:10:00 +0000 2026] Application is Activated, waiting for resources to be "
+                          "assigned for AM." if state == "ACCEPTED" else "",
+           "resourceInfo": {"resourceUsagesByPartition": [_usage("", 0, 0), _usage("CPU", 896, 1, 4096, 2)]}}
+    return {"/ws/v1/cluster/scheduler": {"scheduler": {"schedulerInfo": {"queueName": "root",
+                                                                          "queues": {"queue": [queue]}}}},
+            "/ws/v1/cluster/nodes": {"nodes": {"node": [cpu]}},
+            "/ws/v1/cluster/apps/application_1_0001": {"app": app}}
+
+
+def test_waiting_for_executors_names_the_queue_use_and_what_is_pending():
+    with fake_resource_manager(_full_queue_routes("RUNNING")) as address:
+        text = yarn.explain_waiting(FakeSpark(address, spark_yarn_queue="CPU_Q"), 2, 0)
+    assert text.startswith("0 of 2 executor(s) joined; YARN application application_1_0001 in queue 'CPU_Q' is RUNNING")
+    assert "queue 'CPU_Q' uses 96.9% of node label 'CPU' (capacity 100.0%, maximum 100.0%)" in text
+    assert "2 application(s) running in the queue, 1 pending" in text
+    assert "asked for 4096 MB, 2 vcore(s) more than it was given" in text
+    assert "free on its 1 nodes labelled 'CPU': 256 MB, 0 vcore(s)" in text
+
+
+def test_an_accepted_application_says_it_waits_for_its_application_master():
+    with fake_resource_manager(_full_queue_routes("ACCEPTED")) as address:
+        text = yarn.explain_waiting(FakeSpark(address))
+    assert "is ACCEPTED (waiting for its ApplicationMaster container)" in text
+    assert "YARN diagnostics: [Wed Dec 02 14:10:00 +0000 2026] Application is Activated" in text
+    assert yarn.explain_waiting(FakeSpark("127.0.0.1:1")) == ""  # no answer: nothing to add
+
+
+# ------------------------------------------------------------------ queue submit ACLs (tfos doctor)
+def _acl(submit: str, administer: str = " ") -> dict:
+    return {"queueAcls": {"queueAcl": [{"accessType": "ADMINISTER_QUEUE", "accessControlList": administer},
+                                       {"accessType": "SUBMIT_APP", "accessControlList": submit}]}}
+
+
+ACL_SCHEDULER = {"scheduler": {"schedulerInfo": {"queueName": "root", "queuePath": "root", **_acl(" "), "queues": {
+    "queue": [{**_queue("CPU_Q", "CPU"), **_acl("*")},
+              {**_queue("SECRET_Q", "CPU"), **_acl("alice hadoop-admins")}]}}}}
+RM_CONF = ("<configuration><property><name>yarn.acl.enable</name><value>true</value></property>"
+           "</configuration>")
+
+
+def _answer(allowed: bool, user: str, why: str = "") -> str:
+    return (f'<?xml version="1.0"?><rmQueueAclInfo><allowed>{str(allowed).lower()}</allowed><user>{user}</user>'
+            f"<diagnostics>{why}</diagnostics></rmQueueAclInfo>")
+
+
+def acl_routes(answers: bool = True, enforced: bool = True) -> dict:
+    """A ResourceManager with ACLs on (root: nobody; CPU_Q: everyone; SECRET_Q: alice and group hadoop-admins).
+    With ``answers`` it answers the access check for bob itself, as Hadoop 3.2+ does."""
+    routes = {"/ws/v1/cluster/scheduler": ACL_SCHEDULER, "/ws/v1/cluster/nodes": NODES,
+              "/ws/v1/cluster/info": {"clusterInfo": {"hadoopVersion": "3.5.0"}},
+              "/conf": RM_CONF if enforced else RM_CONF.replace("true", "false")}
+    if answers:
+        routes["/ws/v1/cluster/queues/CPU_Q/access"] = _answer(True, "bob")
+        routes["/ws/v1/cluster/queues/SECRET_Q/access"] = _answer(
+            False, "bob", "User=bob doesn't have access to queue=SECRET_Q with acl-type=SUBMIT_APPLICATIONS")
+    return routes
+
+
+def test_acl_lists():
+    assert yarn.acl_allows("*", "bob", set()) and yarn.acl_allows(" * ", "bob", set())
+    assert yarn.acl_allows("alice,bob", "bob", set()) and not yarn.acl_allows("alice", "bob", set())
+    assert yarn.acl_allows("alice hadoop,admins", "bob", {"admins"}) and not yarn.acl_allows(" ", "bob", {"admins"})
+    assert yarn.acl_allows(" users", "bob", {"users"})  # groups only
+
+
+def test_the_resource_manager_answers_who_may_submit():
+    with fake_resource_manager(acl_routes()) as address:
+        view = yarn.describe([f"http://{address}"], user="bob")
+    assert view["acls_enforced"] is True and view["user"] == "bob"
+    access = {q["name"]: q["submit"] for q in view["queues"]}
+    assert access["CPU_Q"] == {"allowed": True, "source": "ResourceManager", "acl": "*", "detail": ""}
+    assert access["SECRET_Q"]["allowed"] is False and access["SECRET_Q"]["source"] == "ResourceManager"
+    assert "doesn't have access to queue=SECRET_Q" in access["SECRET_Q"]["detail"]
+    assert access["SECRET_Q"]["acl"] == "alice hadoop-admins"
+
+
+def test_without_the_access_check_the_queue_and_parent_acls_decide():
+    with fake_resource_manager(acl_routes(answers=False)) as address:
+        rm = yarn.ResourceManagerView([f"http://{address}"])
+        scheduler = rm.get("scheduler")["scheduler"]["schedulerInfo"]
+        bob = yarn.submit_access(rm, scheduler, "SECRET_Q", "bob", {"users"})
+        carol = yarn.submit_access(rm, scheduler, "SECRET_Q", "carol", {"hadoop-admins"})
+        alice = yarn.submit_access(rm, scheduler, "SECRET_Q", "alice", set())
+        anyone = yarn.submit_access(rm, scheduler, "CPU_Q", "bob", set())
+    assert bob["allowed"] is False and bob["source"] == "queue ACLs"
+    assert "no submit or administer ACL of root, root.SECRET_Q names bob or its groups (users)" in bob["detail"]
+    assert carol["allowed"] and alice["allowed"] and anyone == {"allowed": True, "source": "queue ACLs", "acl": "*",
+                                                               "detail": "granted by root.CPU_Q"}
+
+
+def test_doctor_lines_for_refused_and_unenforced_acls():
+    from tfos.cli import _format_yarn
+
+    with fake_resource_manager(acl_routes()) as address:
+        text = "\n".join(_format_yarn(yarn.describe([f"http://{address}"], user="bob"), "SECRET_Q"))
+    assert "    submit as bob: allowed (ResourceManager, submit ACL '*')" in text
+    assert ("    submit as bob: REFUSED (ResourceManager, submit ACL 'alice hadoop-admins': User=bob doesn't have "
+            "access to queue=SECRET_Q") in text
+    assert "to do: bob may not submit to queue 'SECRET_Q'" in text and "acl_submit_applications" in text
+    with fake_resource_manager(acl_routes(enforced=False)) as address:
+        text = "\n".join(_format_yarn(yarn.describe([f"http://{address}"], user="bob"), "SECRET_Q"))
+    assert "submit as bob: allowed, but only because yarn.acl.enable=false" in text and "to do" not in text

@@ -16,6 +16,7 @@ The ports and the state directory follow ``scripts/hadoop.sh``'s settings (``TFO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -220,6 +221,34 @@ class YarnCluster:
                         f"killed)\n{' '.join(cmd)}\n--- stdout ---\n{out[-5000:]}\n--- stderr ---\n{err[-10000:]}",
                         pytrace=False)
         return SparkSubmitResult(cmd, proc.returncode, out, err, time.monotonic() - t0)
+
+
+@contextlib.contextmanager
+def fake_resource_manager(routes: Mapping[str, Any]) -> Iterator[str]:
+    """An in-process HTTP server answering the RM REST paths in ``routes`` (path -> JSON-able object, or a
+    str sent as XML); a path is looked up with its query string first, then without. Yields ``host:port``."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = routes.get(self.path, routes.get(self.path.split("?", 1)[0]))
+            xml = isinstance(body, str)
+            self.send_response(404 if body is None else 200)
+            self.send_header("Content-Type", "application/xml" if xml else "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode() if xml else json.dumps(body or {}).encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _status_value(output: str, key: str) -> str:

@@ -11,7 +11,8 @@ I/O path tfos will use there, and what to install or set when something is missi
 with status 1 when ``--hdfs`` is unreachable from any of them (or the executors could not be
 checked), else 0. With ``--master yarn`` (or ``HADOOP_CONF_DIR`` holding a yarn-site.xml) it also
 reports the YARN ResourceManager (reachable or not), its queues with their node labels and
-capacities, and the nodes of each label; the executor checks then run inside YARN containers of
+capacities, whether the user may submit to each (the queue's submit ACL, as the ResourceManager
+answers; exit status 1 when it refuses ``--queue``), and the nodes of each label; the executor checks then run inside YARN containers of
 ``--queue``, so they test the executors' Python environment and HDFS access there.
 """
 
@@ -319,7 +320,9 @@ def doctor(args: argparse.Namespace) -> int:
     reports = [driver, *executors]
     unreachable = [r["label"] for r in reports if r["path"] == "none"] if url else []
     yarn_down = yarn_view is not None and not yarn_view["reachable"]
-    status = 1 if unreachable or spark_error or yarn_down else 0
+    refused = bool(yarn_view and yarn_view["reachable"] and any(
+        q["name"] == args.queue and _submit_line(q, yarn_view)[1] for q in yarn_view["queues"]))
+    status = 1 if unreachable or spark_error or yarn_down or refused else 0
     if args.json:
         print(json.dumps({"hdfs": url, "reports": reports, "unreachable_from": unreachable, "note": note,
                           "spark_error": spark_error, "yarn": yarn_view, "status": status}, indent=2))
@@ -369,16 +372,42 @@ def _format_yarn(view: dict[str, Any], queue: str | None) -> list[str]:
                    "in yarn-site.xml and that the ResourceManager runs")]
     lines = [f"YARN: ResourceManager {view['urls'][0]} (Hadoop {view['version']}) reachable"]
     names = [q["name"] for q in view["queues"]]
+    todo = []
     for q in view["queues"]:
         mark = " <- --queue" if q["name"] == queue else ""
         lines.append(f"  queue {q['name']}: {q['state']}, capacity {q['capacity']}% (max {q['max_capacity']}%), "
                      f"labels {','.join(q['labels']) or 'none'}, default label {q['default_label'] or 'none'}{mark}")
+        line, refused = _submit_line(q, view)
+        lines.append(f"    {line}")
+        if refused and q["name"] == queue:
+            todo.append(f"  to do: {view['user']} may not submit to queue {queue!r} (its submit ACL "
+                        f"{q['submit']['acl']!r}); ask the queue's administrator to add you to "
+                        f"yarn.scheduler.capacity.root.{queue}.acl_submit_applications, or use a queue marked "
+                        "'allowed' above")
     if queue and queue not in names:
-        lines.append(f"  to do: queue {queue!r} does not exist; use one of {', '.join(names)}")
+        todo.append(f"  to do: queue {queue!r} does not exist; use one of {', '.join(names)}")
+    lines += todo
     for label, n in sorted(view["nodes"].items()):
         lines.append(f"  nodes {label}: {n['nodes']} node(s), {n['memory_mb']} MB, {n['vcores']} vcores"
                      + (f", {n['gpus']} yarn.io/gpu" if n["gpus"] else ""))
     return lines
+
+
+def _submit_line(q: dict[str, Any], view: dict[str, Any]) -> tuple[str, bool]:
+    """The doctor's line on whether the user may submit to queue ``q``, and whether YARN will refuse it."""
+    access = q.get("submit") or {}
+    user, enforced = view.get("user"), view.get("acls_enforced")
+    acl = f"submit ACL {access.get('acl')!r}" if access.get("acl") else "submit ACL unknown"
+    source = access.get("source", "none")
+    detail = f": {access['detail']}" if access.get("detail") else ""
+    if access.get("allowed") is None:
+        return f"submit as {user}: UNKNOWN ({source}{detail})", False
+    if access["allowed"]:
+        return f"submit as {user}: allowed ({source}, {acl})", False
+    if enforced is False:
+        return (f"submit as {user}: allowed, but only because yarn.acl.enable=false: the {acl} excludes {user} "
+                f"({source}{detail})"), False
+    return f"submit as {user}: REFUSED ({source}, {acl}{detail})", True
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,12 +1,14 @@
 """A tfos job for the YARN tests, submitted with spark-submit (client or cluster deploy mode).
 
-    tfos_job.py MODE [--nodes N] [--pid_dir DIR] [--max_wait S]
+    tfos_job.py MODE [--nodes N] [--pid_dir DIR] [--max_wait S] [--hog_mb M]
 
 MODE ``record``: every TF node prints ``TFOS_NODE_RECORD {json}`` (its interpreter, where tfos was
 imported from, its GPUs and container) to its executor's stdout, and the job ends normally.
 ``raise``: worker:1's main raises, so the driver raises ``NodeFailure`` and the application fails.
 ``sleep``: every node writes ``DIR/<role>-<index>.json`` (its pid, its executor JVM's pid) and waits
-up to S seconds, so a test can kill one. In every failing mode the driver prints ``TFOS_DETECTED {json}`` (wall-clock time,
+up to S seconds, so a test can kill one. ``hog``: as ``sleep``, but worker:1 then allocates (and
+touches) memory in 64 MB steps up to M MB (``--hog_mb``), past its container's limit, so that
+YARN's physical-memory check kills the container. In every failing mode the driver prints ``TFOS_DETECTED {json}`` (wall-clock time,
 node, message) before it re-raises.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -32,21 +35,28 @@ def main_fun(args, ctx):
     print("TFOS_NODE_RECORD " + json.dumps(record), flush=True)
     if args.mode == "raise" and node == "worker:1":
         raise ValueError("tfos-yarn-test: bad input in shard 1")
-    if args.mode == "sleep":
+    if args.mode in ("sleep", "hog"):
         if args.pid_dir:
             path = os.path.join(args.pid_dir, f"{ctx.job_name}-{ctx.task_index}.json")
             with open(path + ".tmp", "w") as f:
                 json.dump(record, f)
             os.replace(path + ".tmp", path)
+        if args.mode == "hog" and node == "worker:1":
+            hoard = []
+            while len(hoard) * 64 < args.hog_mb:
+                hoard.append(bytearray(b"\1" * (64 << 20)))  # written, so resident
+                time.sleep(0.05)
+            print(f"TFOS_HOG holding {len(hoard) * 64} MB", flush=True)
         time.sleep(args.max_wait)
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["record", "raise", "sleep"])
+    p.add_argument("mode", choices=["record", "raise", "sleep", "hog"])
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--pid_dir", default="")
     p.add_argument("--max_wait", type=float, default=240)
+    p.add_argument("--hog_mb", type=int, default=6144)
     return p.parse_args(argv)
 
 
@@ -54,6 +64,7 @@ if __name__ == "__main__":
     from pyspark.sql import SparkSession
 
     args = parse_args(sys.argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # as the examples
     spark = SparkSession.builder.appName(f"tfos-yarn-{args.mode}").getOrCreate()
     started = time.time()
     try:

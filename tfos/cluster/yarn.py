@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import urllib.error
+import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +73,17 @@ class ResourceManagerView:
             try:
                 with urllib.request.urlopen(f"{url}/ws/v1/cluster/{path}", timeout=self.timeout) as reply:
                     return json.load(reply)
+            except (OSError, ValueError) as exc:
+                logger.debug("ResourceManager %s did not answer %s: %s", url, path, exc)
+        return None
+
+    def fetch(self, path: str, accept: str = "application/xml") -> str | None:
+        """GET ``{url}{path}`` (``path`` from the web root, e.g. ``/conf``) as text; None when no RM answers."""
+        for url in self.urls:
+            try:
+                request = urllib.request.Request(f"{url}{path}", headers={"Accept": accept})
+                with urllib.request.urlopen(request, timeout=self.timeout) as reply:
+                    return reply.read().decode("utf-8", "replace")
             except (OSError, ValueError) as exc:
                 logger.debug("ResourceManager %s did not answer %s: %s", url, path, exc)
         return None
@@ -208,19 +223,91 @@ def check_request(sc: Any, executors: int) -> str | None:
     return None
 
 
-def explain_missing(sc: Any) -> str:
-    """What YARN says about this application while it waits for executors (diagnostics, queue), or ''."""
+def _short_queue(name: str) -> str:
+    return name.rsplit(".", 1)[-1] if name else name
+
+
+def _partition_capacity(queue_info: dict[str, Any], label: str) -> dict[str, Any] | None:
+    """The queue's capacities in node partition ``label`` ('' is the default partition)."""
+    entries = (queue_info.get("capacities") or {}).get("queueCapacitiesByPartition") or []
+    for entry in entries:
+        if (entry.get("partitionName") or "") == label:
+            return entry
+    return None
+
+
+def _app_pending(app: dict[str, Any]) -> tuple[int, int]:
+    """(MB, vcores) the application has asked YARN for and not yet been given, over all partitions."""
+    memory = vcores = 0
+    for part in (app.get("resourceInfo") or {}).get("resourceUsagesByPartition") or []:
+        pending = part.get("pending") or {}
+        memory += int(pending.get("memory", 0) or 0)
+        vcores += int(pending.get("vCores", 0) or 0)
+    return memory, vcores
+
+
+def explain_waiting(sc: Any, wanted: int | None = None, joined: int | None = None) -> str:
+    """One line on what this YARN application waits for, from the ResourceManager ('' when it does not answer).
+
+    Names the application's state and queue, the queue's use of its node partition against its
+    capacity and maximum, its running and pending applications, what this application asked for
+    and has not been given, what the partition's nodes have free, and YARN's diagnostics. With
+    ``wanted``, it starts with how many of the executors have joined (``joined``). Meant to be
+    logged every 10-15 s while the driver waits for executors or TF nodes.
+    """
     rm = ResourceManagerView(rm_web_urls(lambda key: _conf(sc, key)))
-    app = rm.app(sc.applicationId)
+    app_id = getattr(sc, "applicationId", None)
+    app = rm.app(app_id) if app_id else None
     if not app:
         return ""
-    parts = [f"YARN application {sc.applicationId} in queue {app.get('queue')!r} is {app.get('state')}"]
-    if app.get("diagnostics"):
-        parts.append(f"YARN diagnostics: {app['diagnostics'].strip()}")
+    queue = _short_queue(str(app.get("queue") or ""))
+    state = app.get("state")
+    parts = []
+    if wanted is not None:
+        parts.append(f"{joined if joined is not None else '?'} of {wanted} executor(s) joined")
+    head = f"YARN application {app_id} in queue {queue!r} is {state}"
+    if state == "ACCEPTED":
+        head += " (waiting for its ApplicationMaster container)"
+    parts.append(head)
+    conf = sc.getConf()
+    scheduler = rm.get("scheduler")
+    info = _find_queue(scheduler.get("scheduler", {}).get("schedulerInfo", {}), queue) if scheduler else None
+    label = conf.get("spark.yarn.executor.nodeLabelExpression", None)
+    if info is not None:
+        if label is None:
+            label = info.get("defaultNodeLabelExpression") or ""
+        cap = _partition_capacity(info, label) or {}
+        where = f"node label {label!r}" if label else "the unlabelled nodes"
+        used = cap.get("absoluteUsedCapacity", info.get("absoluteUsedCapacity"))
+        guaranteed = cap.get("absoluteCapacity", info.get("absoluteCapacity"))
+        maximum = cap.get("absoluteMaxCapacity", info.get("absoluteMaxCapacity"))
+        if used is not None and maximum is not None:
+            parts.append(f"queue {queue!r} uses {float(used):.1f}% of {where} (capacity {float(guaranteed or 0):.1f}%, "
+                         f"maximum {float(maximum):.1f}%)")
+        parts.append(f"{info.get('numActiveApplications', '?')} application(s) running in the queue, "
+                     f"{info.get('numPendingApplications', '?')} pending")
+    pending_mb, pending_vcores = _app_pending(app)
+    if pending_mb or pending_vcores:
+        parts.append(f"this application asked for {pending_mb} MB, {pending_vcores} vcore(s) more than it was given")
     running = app.get("runningContainers")
     if running is not None:
         parts.append(f"{running} container(s) running for it (the ApplicationMaster included)")
+    if label is not None:
+        nodes = ((rm.get("nodes") or {}).get("nodes") or {}).get("node") or []
+        mine = [n for n in nodes if n.get("state") == "RUNNING"
+                and ((label in (n.get("nodeLabels") or [])) if label else not n.get("nodeLabels"))]
+        free_mb = sum(int(n.get("availMemoryMB", 0)) for n in mine)
+        free_vcores = sum(int(n.get("availableVirtualCores", 0)) for n in mine)
+        where = f"nodes labelled {label!r}" if label else "unlabelled nodes"
+        parts.append(f"free on its {len(mine)} {where}: {free_mb} MB, {free_vcores} vcore(s)")
+    if app.get("diagnostics"):
+        parts.append(f"YARN diagnostics: {' '.join(str(app['diagnostics']).split())}")
     return "; ".join(parts)
+
+
+def explain_missing(sc: Any) -> str:
+    """What YARN says about this application while it waits for executors (see :func:`explain_waiting`), or ''."""
+    return explain_waiting(sc)
 
 
 def rm_web_urls_from_conf_dir(conf_dir: str | None) -> list[str]:
@@ -237,14 +324,114 @@ def rm_web_urls_from_conf_dir(conf_dir: str | None) -> list[str]:
     return rm_web_urls(props.get) or ["http://127.0.0.1:8088"]
 
 
-def describe(urls: list[str]) -> dict[str, Any]:
-    """The ResourceManager, its leaf queues (state, capacities, labels) and nodes by label, for ``tfos doctor``."""
+# ---------------------------------------------------------------------------- queue ACLs
+def submitting_user() -> str:
+    """The user YARN sees with simple authentication: ``HADOOP_USER_NAME``, else the login name."""
+    import getpass
+
+    return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+
+
+def local_groups(user: str) -> set[str]:
+    """``user``'s groups on this host (YARN resolves them on the ResourceManager's host; usually the same)."""
+    import grp
+    import pwd
+
+    try:
+        gid = pwd.getpwnam(user).pw_gid
+        return {grp.getgrgid(g).gr_name for g in os.getgrouplist(user, gid)}
+    except (KeyError, OSError):
+        return set()
+
+
+def acl_allows(acl: str, user: str, groups: set[str]) -> bool:
+    """Whether a Hadoop access control list (``*``, or ``user1,user2 group1,group2``) admits ``user``."""
+    if acl.strip() == "*":
+        return True
+    users, _, group_part = acl.partition(" ")
+    return user in {u.strip() for u in users.split(",")} or bool(
+        groups & {g.strip() for g in group_part.split(",") if g.strip()})
+
+
+def _queue_acls(info: dict[str, Any]) -> dict[str, str]:
+    entries = (info.get("queueAcls") or {}).get("queueAcl") or []
+    return {e.get("accessType", ""): e.get("accessControlList", "") for e in entries if isinstance(e, dict)}
+
+
+def _queue_chain(info: dict[str, Any], name: str, chain: list[dict[str, Any]] | None = None) -> list[dict[str, Any]] | None:
+    """The queues from the root down to ``name`` (None when absent)."""
+    chain = [*(chain or []), info]
+    if info.get("queueName") == name or info.get("queuePath") in (name, f"root.{name}"):
+        return chain
+    for child in (info.get("queues") or {}).get("queue") or []:
+        found = _queue_chain(child, name, chain)
+        if found is not None:
+            return found
+    return None
+
+
+def acls_enforced(rm: ResourceManagerView) -> bool | None:
+    """``yarn.acl.enable`` of the running ResourceManager (its ``/conf`` page); None when unknown."""
+    text = rm.fetch("/conf")
+    if not text:
+        return None
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None
+    for prop in root.iter("property"):
+        if prop.findtext("name") == "yarn.acl.enable":
+            return (prop.findtext("value") or "").strip().lower() == "true"
+    return False  # Hadoop's default
+
+
+def submit_access(rm: ResourceManagerView, scheduler: dict[str, Any], queue: str, user: str,
+                  groups: set[str] | None = None) -> dict[str, Any]:
+    """May ``user`` submit to ``queue``? ``{"allowed": bool | None, "source", "acl", "detail"}``.
+
+    Asks the ResourceManager (``/ws/v1/cluster/queues/Q/access``, Hadoop 3.2+: its own groups and
+    parent queues); where it refuses to answer (an older RM, or one that lets only queue
+    administrators ask), evaluates the queue's and its parents' submit and administer ACLs from
+    ``/ws/v1/cluster/scheduler`` with ``user``'s groups on this host.
+    """
+    chain = _queue_chain(scheduler, queue) or []
+    leaf_acl = _queue_acls(chain[-1]).get("SUBMIT_APP", "") if chain else ""
+    quoted = urllib.parse.quote(user)
+    reply = rm.fetch(f"/ws/v1/cluster/queues/{urllib.parse.quote(queue)}/access?user={quoted}"
+                     f"&queue-acl-type=SUBMIT_APPLICATIONS&user.name={quoted}")
+    if reply:
+        try:
+            root = ET.fromstring(reply)
+        except ET.ParseError:
+            root = None
+        allowed = root.findtext("allowed") if root is not None else None
+        if allowed in ("true", "false"):
+            return {"allowed": allowed == "true", "source": "ResourceManager", "acl": leaf_acl,
+                    "detail": (root.findtext("diagnostics") or "").strip()}
+    if not chain:
+        return {"allowed": None, "source": "none", "acl": "", "detail": f"queue {queue!r} not found"}
+    groups = local_groups(user) if groups is None else groups
+    granted = [q.get("queuePath") or q.get("queueName") for q in chain
+               for kind in ("SUBMIT_APP", "ADMINISTER_QUEUE")
+               if kind in _queue_acls(q) and acl_allows(_queue_acls(q)[kind], user, groups)]
+    if not any("SUBMIT_APP" in _queue_acls(q) for q in chain):
+        return {"allowed": None, "source": "none", "acl": "", "detail": "the ResourceManager reports no queue ACLs"}
+    detail = (f"granted by {granted[0]}" if granted else
+              f"no submit or administer ACL of {', '.join(str(q.get('queuePath') or q.get('queueName')) for q in chain)} "
+              f"names {user} or its groups ({', '.join(sorted(groups)) or 'none'})")
+    return {"allowed": bool(granted), "source": "queue ACLs", "acl": leaf_acl, "detail": detail}
+
+
+def describe(urls: list[str], user: str | None = None) -> dict[str, Any]:
+    """The ResourceManager, its leaf queues (state, capacities, labels, whether ``user`` may submit) and
+    nodes by label, for ``tfos doctor``."""
     rm = ResourceManagerView(urls)
     info = rm.get("info")
     if info is None:
         return {"reachable": False, "urls": urls}
+    user = user or submitting_user()
     out: dict[str, Any] = {"reachable": True, "urls": urls, "version": info.get("clusterInfo", {}).get("hadoopVersion"),
-                           "queues": [], "nodes": {}}
+                           "queues": [], "nodes": {}, "user": user, "acls_enforced": acls_enforced(rm)}
     scheduler = (rm.get("scheduler") or {}).get("scheduler", {}).get("schedulerInfo", {})
 
     def leaves(q: dict[str, Any]) -> None:
@@ -254,7 +441,8 @@ def describe(urls: list[str]) -> dict[str, Any]:
             out["queues"].append({"name": q["queueName"], "state": q.get("state"), "capacity": q.get("capacity"),
                                   "max_capacity": q.get("maxCapacity"),
                                   "labels": [labels] if isinstance(labels, str) else labels,
-                                  "default_label": q.get("defaultNodeLabelExpression") or ""})
+                                  "default_label": q.get("defaultNodeLabelExpression") or "",
+                                  "submit": submit_access(rm, scheduler, q["queueName"], user)})
         for child in children:
             leaves(child)
 

@@ -4,11 +4,17 @@ Modules, in the direction the data flows:
 
 * ``feed_job`` (driver): the Spark jobs behind ``cluster.train`` / ``cluster.inference`` /
   the end of the feed at shutdown.
-* ``feeder`` (Spark tasks): partitions -> Arrow chunks -> the TF process on the same executor.
+* Spark tasks, partitions -> Arrow chunks -> the TF process on the same executor: ``sharding``
+  (map side of training), ``train_task`` (shard feed tasks), ``inference_task``,
+  ``housekeeping`` (end of feed, clean-up), built from ``plans`` (what each task is shipped),
+  ``targets`` (the node a task feeds), ``chunking``, ``spill`` and ``claims``. ``feeder``
+  re-exports the names the tests know it by.
 * ``channel``: the executor-local Unix-socket transport with bounded buffering.
 * ``arrow_codec``: rows <-> Arrow record batches.
 * ``datafeed`` (TF process): ``DataFeed`` (``next_batch``, ``should_stop``, ``batch_results``,
-  ``terminate``, ``dataset``).
+  ``terminate``, ``dataset``), built from ``receiver`` (feed tasks' messages -> events),
+  ``results`` (inference results owed), ``shaping`` (batches as rows, dicts, numpy) and
+  ``tf_dataset`` (the tf.data adapter).
 * ``registry``: which TF nodes a feed task can reach on its executor.
 * ``progress``: rows fed and rows/s on the driver.
 

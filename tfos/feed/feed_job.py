@@ -80,8 +80,10 @@ from typing import Any
 import pyarrow as pa
 
 from tfos.driver_address import driver_address
-from tfos.feed import feeder
+from tfos.feed import housekeeping, inference_task, sharding, train_task
+from tfos.feed.chunking import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS
 from tfos.feed.errors import FeedError
+from tfos.feed.plans import InferencePlan, ShardPlan, TrainPlan
 from tfos.feed.progress import ProgressServer
 from tfos.feed.routing import routing_keys
 
@@ -214,7 +216,7 @@ CLEANUP_NAMING_WAIT = 15.0  # how long a failure nothing explained waits for the
 def _clean_up_after(sc: Any, group: str, cluster_id: str, n: int, feed_id: str) -> tuple[threading.Thread, dict]:
     """After a failed feed job, in the background: one barrier task per worker executor removes
     what the feed's killed tasks left (their claims on the nodes, their spill files; see
-    :func:`feeder.clean_up_task`). Best effort, cancelled after :data:`CLEANUP_TIMEOUT`. Returns
+    :func:`housekeeping.clean_up_task`). Best effort, cancelled after :data:`CLEANUP_TIMEOUT`. Returns
     the thread and a dict that gets ``"nodes"`` (shard -> the node its killed task fed)."""
     cleanup_group = f"{group}-cleanup"
     found: dict[str, Any] = {}
@@ -223,7 +225,7 @@ def _clean_up_after(sc: Any, group: str, cluster_id: str, n: int, feed_id: str) 
         try:
             with _JobGroup(sc, cleanup_group, f"tfos {cluster_id}: clean up after the failed feed {feed_id}"):
                 rdd = sc.parallelize(range(n), n)
-                lines = rdd.barrier().mapPartitions(partial(feeder.clean_up_task, cluster_id, feed_id)).collect()
+                lines = rdd.barrier().mapPartitions(partial(housekeeping.clean_up_task, cluster_id, feed_id)).collect()
             reports = [json.loads(line) for line in lines]
             found["nodes"] = {c["shard"]: c["node"] for r in reports for c in r["claims"]}
             removed = [p for r in reports for p in r["removed"]]
@@ -251,31 +253,31 @@ def _clean_up_after(sc: Any, group: str, cluster_id: str, n: int, feed_id: str) 
 def _tagged(df: Any) -> Any:
     from pyspark.sql import functions as F  # noqa: N812
 
-    return df.withColumn(feeder.PARTITION_COLUMN, F.spark_partition_id())
+    return df.withColumn(sharding.PARTITION_COLUMN, F.spark_partition_id())
 
 
-def _chunks(data: Any, plan: feeder.ShardPlan) -> Any:
+def _chunks(data: Any, plan: ShardPlan) -> Any:
     """A DataFrame ``(shard, q, rows, payload)`` of the Arrow IPC chunks of DataFrame ``data``."""
-    return _tagged(data).mapInArrow(partial(feeder.shard_arrow, plan), feeder.SHARD_SCHEMA_DDL)
+    return _tagged(data).mapInArrow(partial(sharding.shard_arrow, plan), sharding.SHARD_SCHEMA_DDL)
 
 
-def _chunk_pairs(data: Any, plan: feeder.ShardPlan) -> Any:
+def _chunk_pairs(data: Any, plan: ShardPlan) -> Any:
     """An RDD ``(shard, (q, rows, payload))`` of the Arrow IPC chunks of ``data`` (RDD or DataFrame)."""
     if _is_dataframe(data):
         return _chunks(data, plan).rdd.map(lambda r: (r[0], (r[1], r[2], r[3])))
-    return data.mapPartitionsWithIndex(partial(feeder.shard_rows, plan))
+    return data.mapPartitionsWithIndex(partial(sharding.shard_rows, plan))
 
 
 def _routed_rows(df: Any, n: int) -> Any:
     """The rows of ``df`` themselves, each shard's in its partition: the shard of row ``j`` of
-    partition ``p``, ``(p + j) mod n`` (:class:`feeder.ShardPlan`), is computed by Spark (``j``
+    partition ``p``, ``(p + j) mod n`` (:class:`ShardPlan`), is computed by Spark (``j``
     from the low 33 bits of ``monotonically_increasing_id``), so no Python touches the data
     before the feed task."""
     from pyspark.sql import functions as F  # noqa: N812
 
     row = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << 33) - 1))
     shard = F.pmod(F.spark_partition_id().cast("bigint") + row, F.lit(n)).cast("int")
-    return _routed(df.withColumn(feeder.SHARD_COLUMN, shard), n, feeder.SHARD_COLUMN)
+    return _routed(df.withColumn(sharding.SHARD_COLUMN, shard), n, sharding.SHARD_COLUMN)
 
 
 def _routed(df: Any, n: int, shard_column: str = "shard") -> Any:
@@ -286,7 +288,7 @@ def _routed(df: Any, n: int, shard_column: str = "shard") -> Any:
     return df.repartition(n, F.element_at(keys, F.col(shard_column) + 1))
 
 
-def _run_feed(inputs: list[tuple[str, Any]], plans: list[feeder.ShardPlan], plan: feeder.TrainPlan,
+def _run_feed(inputs: list[tuple[str, Any]], plans: list[ShardPlan], plan: TrainPlan,
               n: int) -> list[str]:
     """The feed job: chunks routed to ``n`` barrier tasks, one per worker; returns their statistics.
 
@@ -294,19 +296,19 @@ def _run_feed(inputs: list[tuple[str, Any]], plans: list[feeder.ShardPlan], plan
     shuffle). With an RDD among the inputs: one Python ``partitionBy`` of (shard, chunk) pairs.
     """
     if len(inputs) == 1 and _is_dataframe(inputs[0][1]):
-        feed = _routed_rows(inputs[0][1], n).mapInArrow(partial(feeder.feed_rows_arrow, plan),
+        feed = _routed_rows(inputs[0][1], n).mapInArrow(partial(train_task.feed_rows_arrow, plan),
                                                                 "line string", barrier=True)
         return [r[0] for r in feed.collect()]
     if all(_is_dataframe(x) for _, x in inputs):
         chunks = _chunks(inputs[0][1], plans[0])
         for (_, x), shard_plan in zip(inputs[1:], plans[1:], strict=True):
             chunks = chunks.unionAll(_chunks(x, shard_plan))
-        feed = _routed(chunks, n).mapInArrow(partial(feeder.feed_shard_arrow, plan), "line string",
+        feed = _routed(chunks, n).mapInArrow(partial(train_task.feed_shard_arrow, plan), "line string",
                                                     barrier=True)
         return [r[0] for r in feed.collect()]
     pairs = [_chunk_pairs(x, shard_plan) for (_, x), shard_plan in zip(inputs, plans, strict=True)]
     shuffled = (pairs[0] if len(pairs) == 1 else pairs[0].context.union(pairs)).partitionBy(n, _identity)
-    return shuffled.barrier().mapPartitions(partial(feeder.feed_shard, plan)).collect()
+    return shuffled.barrier().mapPartitions(partial(train_task.feed_shard, plan)).collect()
 
 
 def _identity(key: int) -> int:
@@ -315,7 +317,7 @@ def _identity(key: int) -> int:
 
 def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: int = 1, feed_timeout: float = 600,
           qname: str = "input", job_group: str | None = None, end_feed: bool = False, remainder: str = "drop",
-          chunk_rows: int = feeder.DEFAULT_CHUNK_ROWS, chunk_bytes: int = feeder.DEFAULT_CHUNK_BYTES,
+          chunk_rows: int = DEFAULT_CHUNK_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
           progress: bool = True, on_report: Any = None, on_error: Any = None, failure_known: Any = None) -> Any:
     """Feed ``data`` to the workers with exactly equal rows per worker per epoch (see the module doc).
 
@@ -356,7 +358,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
 
     def on_plan(shard_sizes: list) -> None:  # every feed task sent its shard sizes: log the plan, size the progress
         agreed = {"shard_sizes": shard_sizes,
-                  "rows_per_epoch": [feeder.agreed_rows(remainder, [sizes[qi] for sizes in shard_sizes])
+                  "rows_per_epoch": [sharding.agreed_rows(remainder, [sizes[qi] for sizes in shard_sizes])
                                      for qi in range(len(names))]}
         plan_lines = _plan_summary(names, agreed, n, remainder)
         for line in plan_lines["log"]:
@@ -376,8 +378,8 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
     with _JobGroup(sc, group, desc):
         server = ProgressServer(driver_address(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
                                 on_error=on_task_error, on_plan=on_plan)
-        plans = [feeder.ShardPlan(qi, n, chunk_rows, chunk_bytes, server.address) for qi in range(len(inputs))]
-        plan = feeder.TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
+        plans = [ShardPlan(qi, n, chunk_rows, chunk_bytes, server.address) for qi in range(len(inputs))]
+        plan = TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
                                 end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address,
                                 num_workers=n)
         try:
@@ -503,19 +505,19 @@ def _unpickle_out(row: Any) -> Any:
 
 def inference(sc: Any, data: Any, *, cluster_id: str, num_workers: int | None = None, feed_timeout: float = 600,
               qname: str = "input", job_group: str | None = None, output_schema: Any = None,
-              chunk_rows: int = feeder.DEFAULT_CHUNK_ROWS, chunk_bytes: int = feeder.DEFAULT_CHUNK_BYTES) -> Any:
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Any:
     """One output per input row, in input order within each partition (lazy; see the module doc)."""
     from tfos.feed.registry import _check_name
 
     _check_name("qname", qname)
     # The result is lazy: its jobs run in the caller's thread, under this group (cancelled with the cluster).
     sc.setJobGroup(job_group or f"tfos-feed-{cluster_id}", f"tfos {cluster_id}: inference", interruptOnCancel=True)
-    plan = feeder.InferencePlan(cluster_id=cluster_id, qname=qname, feed_timeout=feed_timeout, chunk_rows=chunk_rows,
+    plan = InferencePlan(cluster_id=cluster_id, qname=qname, feed_timeout=feed_timeout, chunk_rows=chunk_rows,
                                 chunk_bytes=chunk_bytes)
     if not _is_dataframe(data):
-        return data.mapPartitionsWithIndex(partial(feeder.infer_rows, plan), preservesPartitioning=True)
+        return data.mapPartitionsWithIndex(partial(inference_task.infer_rows, plan), preservesPartitioning=True)
     if output_schema is None:
-        out = data.mapInArrow(partial(feeder.infer_arrow_pickled, plan), "out binary")
+        out = data.mapInArrow(partial(inference_task.infer_arrow_pickled, plan), "out binary")
         rows = out.rdd.map(_unpickle_out).map(_as_row)
         return data.sparkSession.createDataFrame(rows)
     from pyspark.sql.types import StructType, _parse_datatype_string
@@ -525,7 +527,7 @@ def inference(sc: Any, data: Any, *, cluster_id: str, num_workers: int | None = 
         raise TypeError(f"inference(): output_schema must be a StructType or a DDL string, got {output_schema!r}")
     timezone = data.sparkSession.conf.get("spark.sql.session.timeZone", None)
     plan.output_schema = _arrow_schema(schema, timezone).serialize().to_pybytes()
-    return data.mapInArrow(partial(feeder.infer_arrow, plan), schema)
+    return data.mapInArrow(partial(inference_task.infer_arrow, plan), schema)
 
 
 def _arrow_schema(schema: Any, timezone: str | None) -> pa.Schema:
@@ -550,7 +552,7 @@ def end_feed(sc: Any, *, cluster_id: str, num_workers: int, job_group: str | Non
             with _JobGroup(sc, group, f"tfos {cluster_id}: end of feed ({num_workers} workers)"):
                 rdd = sc.parallelize(range(num_workers), num_workers)
                 result["nodes"] = rdd.barrier().mapPartitions(
-                    partial(feeder.end_feed_task, cluster_id, qnames)).collect()
+                    partial(housekeeping.end_feed_task, cluster_id, qnames)).collect()
         except Exception as exc:  # noqa: BLE001 - reported below
             result["error"] = exc
 

@@ -118,7 +118,7 @@ def retire_local_node(cluster_id: str, job_name: str, task_index: int, feed_dir:
     feeding it to read its exit state and end: at least ``linger`` seconds (inference tasks hold
     no claim), longer while a training feed task's claim in ``feed_dir`` is alive, at most ``grace``.
     """
-    from tfos.feed.feeder import live_claims
+    from tfos.feed.claims import live_claims
 
     unregister_local_node(cluster_id, job_name, task_index)
     started = time.monotonic()

@@ -1,0 +1,238 @@
+"""The harness of the feed benchmarks: waiting for the TF nodes' JSON files, peak RSS sampled
+from ``/proc`` (:class:`RssSampler`), a per-measurement :class:`Watchdog`, stopping the run's
+left-over processes (:func:`kill_marked`), and the stand-in consumer process of the
+micro-benchmarks (:func:`consume`)."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import resource
+import signal
+import threading
+import time
+from typing import Any
+
+WORKERS = 2
+MARKER_ENV = "TFOS_FEED_BENCH_RUN"
+
+
+def wait_files(paths: list[str], timeout: float, what: str, cluster: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = [p for p in paths if not os.path.exists(p)]
+        if not missing:
+            return
+        if cluster is not None and cluster.state == "failed":
+            cluster.shutdown(timeout=10)  # raises the node's failure (NodeFailure, with its traceback)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: {len(missing)} of {len(paths)} TF nodes not there after {timeout:.0f}s "
+                               f"(missing {missing})")
+        time.sleep(0.05)
+
+
+def wait_ready(out: str, tag: str, count: int, timeout: float, cluster: Any) -> None:
+    wait_files([os.path.join(out, f"ready-{tag}-{i}") for i in range(count)], timeout, f"{tag}: main_fun set-up",
+                cluster)
+
+
+def read_results(out: str, tag: str, count: int, timeout: float) -> list[dict]:
+    paths = [os.path.join(out, f"result-{tag}-{i}.json") for i in range(count)]
+    wait_files(paths, timeout, f"{tag}: results")
+    results = []
+    for p in paths:
+        with open(p) as f:
+            results.append(json.load(f))
+    return results
+
+
+# (c) peak RSS from /proc
+# =============================================================================================
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _marked_processes(marker: bytes) -> list[tuple[int, bytes]]:
+    """(pid, cmdline) of this user's processes whose environment carries this run's marker."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if marker not in f.read():
+                    continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                found.append((int(name), f.read()))
+        except OSError:
+            continue
+    return found
+
+
+class RssSampler(threading.Thread):
+    """Every ``interval`` s during a phase: RSS of the TF processes and of the Spark Python workers.
+
+    TF processes are the pids ``main_fun`` recorded in ``out``; the feeding side is every
+    process of this run (executor environment marker) running ``pyspark.daemon``/``worker``;
+    executor JVMs are sampled too, for information. Per group it keeps the peak of the sum over
+    the group's processes and the peak of its largest process.
+    """
+
+    GROUPS = ("tf", "feed", "jvm")
+
+    def __init__(self, marker: bytes, out: str, interval: float = 0.2, rescan: float = 1.0):
+        super().__init__(name="rss-sampler", daemon=True)
+        self.marker, self.out, self.interval, self.rescan = marker, out, interval, rescan
+        self.phases: dict[str, dict] = {}
+        self._phase: str | None = None
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._pids: dict[str, list[int]] = {g: [] for g in self.GROUPS}
+        self._last_scan = 0.0
+
+    def begin(self, name: str) -> None:
+        with self._lock:
+            self.phases[name] = {g: {"peak_sum_mb": 0.0, "peak_single_mb": 0.0, "processes": 0} for g in self.GROUPS}
+            self.phases[name]["samples"] = 0
+            self._phase = name
+            self._last_scan = 0.0
+
+    def end(self) -> dict:
+        with self._lock:
+            name, self._phase = self._phase, None
+        self._sample(name)  # one last sample
+        return self.phases.get(name, {})
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def _scan(self) -> None:
+        pids: dict[str, list[int]] = {g: [] for g in self.GROUPS}
+        for pid, cmd in _marked_processes(self.marker):
+            if b"pyspark.daemon" in cmd or b"pyspark.worker" in cmd:
+                pids["feed"].append(pid)
+            elif b"CoarseGrainedExecutorBackend" in cmd:
+                pids["jvm"].append(pid)
+        for name in os.listdir(self.out):
+            if name.startswith("tfpid-"):
+                try:
+                    with open(os.path.join(self.out, name)) as f:
+                        pids["tf"].append(int(json.load(f)["pid"]))
+                except (OSError, ValueError, KeyError):
+                    pass
+        self._pids = pids
+
+    def _sample(self, name: str | None) -> None:
+        if name is None:
+            return
+        now = time.monotonic()
+        if now - self._last_scan >= self.rescan:
+            self._scan()
+            self._last_scan = now
+        with self._lock:
+            stats = self.phases[name]
+            stats["samples"] += 1
+            for group in self.GROUPS:
+                values = [r for r in (_rss_mb(p) for p in self._pids[group]) if r is not None]
+                if not values:
+                    continue
+                g = stats[group]
+                g["peak_sum_mb"] = max(g["peak_sum_mb"], round(sum(values), 1))
+                g["peak_single_mb"] = max(g["peak_single_mb"], round(max(values), 1))
+                g["processes"] = max(g["processes"], len(values))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            try:
+                self._sample(self._phase)
+            except Exception as exc:  # noqa: BLE001 - sampling must never stop the benchmark
+                print(f"rss sampler: {exc}", flush=True)
+
+
+class Timeout(Exception):
+    pass
+
+
+class Watchdog:
+    """Give up on a measurement that runs past ``seconds``: cancel its Spark jobs (the blocked
+    action then fails) and, if the main thread is still inside after ``grace`` seconds (e.g. in
+    a wait of its own), interrupt it; either way the block raises ``Timeout``."""
+
+    def __init__(self, seconds: float, what: str, sc: Any = None, grace: float = 30.0):
+        self.seconds, self.what, self.sc, self.grace, self.fired = seconds, what, sc, grace, False
+        self.left = threading.Event()
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired = True
+        print(f"!! {self.what}: still running after {self.seconds:.0f}s (--timeout); cancelling", flush=True)
+        if self.sc is not None:
+            try:
+                self.sc.cancelAllJobs()
+            except Exception:  # noqa: BLE001
+                pass
+        if not self.left.wait(self.grace):
+            # SIGTERM's handler raises KeyboardInterrupt; SIGINT's (PySpark's) would call into the JVM
+            _thread.interrupt_main(signal.SIGTERM)
+
+    def __enter__(self) -> Watchdog:
+        self.timer.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.left.set()
+        self.timer.cancel()
+        if self.fired:
+            raise Timeout(f"{self.what} timed out after {self.seconds:.0f}s") from exc
+
+
+def kill_marked(marker: bytes, grace: float = 5.0) -> list[tuple[int, str]]:
+    """SIGTERM (then SIGKILL) every process that carries this run's marker (TF launcher, strays)."""
+    procs = [(pid, cmd) for pid, cmd in _marked_processes(marker) if pid != os.getpid()]
+    for pid, _ in procs:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    alive = [pid for pid, _ in procs]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in alive if os.path.exists(f"/proc/{pid}") and _rss_mb(pid) is not None]
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return [(pid, cmd.replace(b"\0", b" ").decode(errors="replace").strip()[-100:]) for pid, cmd in procs]
+
+
+def consume(feed_dir: str, node: str, read: str, batch_size: int, out) -> None:
+    from types import SimpleNamespace
+
+    from tfos.feed.datafeed import DataFeed
+
+    job, index = node.split(":")
+    feed = DataFeed(SimpleNamespace(feed_dir=feed_dir, job_name=job, task_index=int(index)))
+    rows, started = 0, None
+    while not feed.should_stop():
+        if read == "batches":
+            for batch in feed.batches(batch_size):
+                started = started or time.monotonic()
+                rows += len(batch[0])
+        else:
+            batch = feed.next_batch(batch_size)
+            started = started or time.monotonic()
+            rows += len(batch)
+    elapsed = time.monotonic() - (started or time.monotonic())
+    out.put({"node": node, "rows": rows, "seconds": elapsed,
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
