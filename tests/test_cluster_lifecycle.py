@@ -139,7 +139,7 @@ def test_an_error_before_the_tf_process_starts_reaches_the_driver(sc, tmp_path, 
     cluster = start(sc, cluster_mains.record_context, {"out": str(tmp_path), "num_gpus": "two"}, 2)
     with pytest.raises(NodeFailure, match="failed before its TF process started") as err:
         cluster.shutdown(timeout=120)
-    assert time.monotonic() - begin < 60  # not the 600 s reservation timeout, nor Spark's stage retries
+    assert time.monotonic() - begin < 150  # not the 600 s reservation timeout, nor Spark's stage retries
     assert "num_gpus must be a whole number, got 'two'" in str(err.value)
     assert "already registered" not in str(err.value)
     assert sc.parallelize(range(3), 3).count() == 3  # the executors are free again

@@ -8,6 +8,7 @@ a real standalone cluster in ``tests/test_chaos.py``.
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -22,7 +23,7 @@ from tfos.cluster.input_mode import InputMode
 from tfos.cluster.payload import NodeConfig
 from tfos.cluster.validation import ClusterConfigError
 from tfos.reservation import protocol
-from tfos.reservation.server import FAILED, NodeRecord, ReservationServer
+from tfos.reservation.server import FAILED, NodeRecord, ReservationServer, ReservationTimeout
 
 
 def make_cluster(launcher: FakeLauncher, workers: int = 2, max_restarts: int = 1, silence: float = 30.0) -> TFCluster:
@@ -149,3 +150,20 @@ def test_failure_policy_decisions():
 def test_run_rejects_a_bad_max_restarts_before_touching_spark():
     with pytest.raises(ClusterConfigError, match=r"max_restarts must be an int >= 0 .* got 'x'"):
         tfos.run(None, lambda args, ctx: None, {}, 2, max_restarts="x")
+
+
+def test_a_start_that_waits_for_nodes_says_which_until_it_times_out(caplog):
+    launcher = FakeLauncher(scripts={(0, 1): "no_show"})
+    cluster = make_cluster(launcher, max_restarts=0)
+    cluster.config.reservation_timeout = 3.0
+    cluster.registration_note_secs = 0.5
+    with caplog.at_level(logging.INFO, logger="tfos.cluster.cluster"), \
+            pytest.raises(ReservationTimeout, match=r"executor ids \[1\] never registered"):
+        cluster._start()
+    notes = [r.getMessage() for r in caplog.records if "TF nodes to register" in r.getMessage()]
+    assert len(notes) >= 2 and "for 1 of 2 TF nodes to register: worker:1 (executor 1)" in notes[0], notes
+    assert cluster.state == ClusterState.FAILED
+    deadline = time.monotonic() + 30  # worker:0's long poll for the spec ends with the closed server
+    while launcher.live and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert launcher.live == set()

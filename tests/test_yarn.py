@@ -284,10 +284,6 @@ def test_cifar10_data_setup_on_cpu_q(yarn_cluster, cifar10_on_hdfs):
     assert listing.returncode == 0 and "part-" in listing.stdout, listing.stdout + listing.stderr
 
 
-# Not run until the example reads hdfs:// through tfos: cifar10_train.py / cifar10_eval.py open the TFRecords
-# and checkpoints with tf.io.gfile only, and in these containers (no HADOOP_HOME, so no libhdfs for
-# tensorflow-io) TensorFlow fails with "File system scheme 'hdfs' not implemented" (application log, 2026-12-02).
-@pytest.mark.xfail(run=False, strict=True, reason="cifar10 example needs tfos.io.tf_dataset.TensorFlowIO for hdfs://")
 def test_cifar10_train_on_gpu_q_then_eval_on_cpu_q(yarn_cluster, tfos_zip, cifar10_on_hdfs, cifar10_trained):
     """README's evaluation line (cluster mode, CPU_Q): the driver evaluates the GPU_Q run's checkpoint on HDFS."""
     eval_dir = f"cifar10_eval_{int(time.time())}"

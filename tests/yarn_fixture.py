@@ -71,6 +71,8 @@ def default_submit_conf(home: str) -> dict[str, str]:
         "spark.executorEnv.PYSPARK_PYTHON": python,
         # a failed test application fails once, not twice (YARN's default is 2 attempts)
         "spark.yarn.maxAppAttempts": "1",
+        # no Spark UI: its web server's start-up races under load (ConcurrentModificationException)
+        "spark.ui.enabled": "false",
     }
 
 

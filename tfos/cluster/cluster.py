@@ -127,6 +127,7 @@ class TFCluster:
         self.restart_count = 0  # generations started after the first (ctx.restart_count of the current one)
         self.restart_wait_secs = RESTART_WAIT_SECS
         self.stop_wait_secs = STOP_WAIT_SECS
+        self.registration_note_secs = 15.0  # how often a start that waits for nodes says which
         self.restarts: list[dict[str, Any]] = []  # one record per restart: what failed, when, how long it took
         self._new_server = new_server or (lambda: ReservationServer(len(template_), protocol.new_secret(),
                                                                     host=config.server_address[0]))
@@ -268,7 +269,9 @@ class TFCluster:
         self._threads.append(thread)
 
     def _await_start(self) -> None:
-        self.cluster_info = self.server.await_reservations(self.config.reservation_timeout)
+        self.cluster_info = self.server.await_reservations(self.config.reservation_timeout,
+                                                           on_wait=self._log_registration_wait,
+                                                           every=self.registration_note_secs)
         self.cluster_spec = template.cluster_spec(self.cluster_info)
         self.tensorboard_url = next(
             (f"http://{n['host']}:{n['tb_port']}" for n in self.cluster_info if n.get("tb_port")), None)
@@ -282,6 +285,21 @@ class TFCluster:
             from tfos.cluster import progress
 
             self._spawn(lambda: progress.log_progress(server, self.cluster_id), "tfos-progress")
+
+    def _log_registration_wait(self, missing: list[int], waited: float) -> None:
+        """Every ~15 s of a start: which nodes have not registered yet, and on YARN what YARN says."""
+        names = ", ".join(f"{self.template.roles[e][0]}:{self.template.roles[e][1]} (executor {e})" for e in missing)
+        why = ""
+        if str(getattr(self.sc, "master", "")).startswith("yarn"):
+            from tfos.cluster import yarn
+
+            try:
+                why = yarn.explain_waiting(self.sc)
+            except Exception as exc:  # noqa: BLE001 - an explanation must never break the start
+                why = f"(the ResourceManager could not say: {exc})"
+        logger.info("TF cluster %s: waited %.0fs of %.0fs for %d of %d TF nodes to register: %s%s", self.cluster_id,
+                    waited, self.config.reservation_timeout, len(missing), len(self.template), names,
+                    f"; {why}" if why else "")
 
     def _start(self) -> None:
         """Launch the nodes and wait until every one registered; a start failure the policy may

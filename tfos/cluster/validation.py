@@ -92,8 +92,14 @@ def validate_spark(sc: Any, spark_tasks: int, wait_secs: float = 60.0) -> None:
         if executors >= spark_tasks or time.monotonic() >= deadline:
             break
         if time.monotonic() >= next_note:
-            logger.info("waiting up to %.0fs more for %d executors to join (%d so far)",
-                        deadline - time.monotonic(), spark_tasks, executors)
+            why = ""
+            if on_yarn:
+                try:
+                    why = yarn.explain_waiting(sc, spark_tasks, executors)
+                except Exception as exc:  # noqa: BLE001 - an explanation must never break the wait
+                    why = f"(the ResourceManager could not say: {exc})"
+            logger.info("waiting up to %.0fs more for %d executors to join (%d so far)%s",
+                        deadline - time.monotonic(), spark_tasks, executors, f"; {why}" if why else "")
             next_note += 10.0
         time.sleep(0.2)  # executors register with the driver asynchronously after start-up
     if executors < spark_tasks:

@@ -382,18 +382,33 @@ class ReservationServer:
             self._tcp = None
 
     # driver-side API -----------------------------------------------------------------------
-    def await_reservations(self, timeout: float) -> list[dict[str, Any]]:
-        """Block until every expected node registered; raise ``ReservationTimeout`` naming the missing."""
-        deadline = time.monotonic() + timeout
+    def await_reservations(self, timeout: float, on_wait: Any = None,
+                           every: float = 15.0) -> list[dict[str, Any]]:
+        """Block until every expected node registered; raise ``ReservationTimeout`` naming the missing.
+
+        ``on_wait(missing_executor_ids, waited_secs)`` is called every ``every`` seconds while
+        nodes are missing (outside the lock), so a long wait says what it waits for."""
+        begin = time.monotonic()
+        deadline = begin + timeout
+        next_note = begin + every
         with self._cond:
             while len(self._nodes) < self.expected:
                 if self._abort is not None:
                     raise RuntimeError(self._abort)
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
+                missing = sorted(set(range(self.expected)) - set(self._nodes))
                 if left <= 0 or self.closed:
-                    missing = sorted(set(range(self.expected)) - set(self._nodes))
                     raise ReservationTimeout(missing, self.expected, timeout)
-                self._cond.wait(left)
+                if on_wait is not None and now >= next_note:
+                    next_note = now + every
+                    self._cond.release()
+                    try:
+                        on_wait(missing, now - begin)
+                    finally:
+                        self._cond.acquire()
+                    continue
+                self._cond.wait(min(left, next_note - now) if on_wait is not None else left)
             return self._spec_locked()
 
     def abort(self, reason: str) -> None:
