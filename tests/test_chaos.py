@@ -76,7 +76,8 @@ def test_killed_tf_process_restarts_from_the_latest_checkpoint(sc, tmp_path, sta
         cluster.shutdown(timeout=600)
     assert cluster.restart_count == 1 and cluster.state == "stopped"
     restart = cluster.restarts[0]
-    assert restart["failed"] == ["worker:1"] and restart["detected_at"] - killed < 10
+    # the killed node leads; its MultiWorkerMirroredStrategy peer may fail in the same moment (collective error)
+    assert restart["failed"][0] == "worker:1" and restart["detected_at"] - killed < 10
     got = results(tmp_path / "out")
     for name in ("worker-0", "worker-1"):
         assert got[name]["restart_count"] == 1, got[name]
@@ -133,7 +134,7 @@ def test_killed_tf_process_mid_feed_restarts_and_feeds_the_rest(sc, tmp_path, st
         cluster.train(rdd, num_epochs=2, feed_timeout=120)
         cluster.shutdown(timeout=300)
     killer.join(5)
-    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"] == ["worker:1"]
+    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"][0] == "worker:1"
     got = results(tmp_path / "out")
     workers = ("worker-0", "worker-1", "worker-2")
     assert {got[n]["restart_count"] for n in workers} == {1}
@@ -162,7 +163,7 @@ def test_killed_executor_jvm_is_replaced_and_the_job_resumes(sc, tmp_path, start
     os.kill(jvm, signal.SIGKILL)  # the whole executor: Spark's standalone master starts a new one
     killed = time.monotonic()
     cluster.shutdown(timeout=600)
-    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"] == ["worker:1"]
+    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"][0] == "worker:1"
     assert cluster.restarts[0]["detected_at"] - killed < 30
     got = results(out)
     assert got["worker-1"]["restart_count"] == 1 and got["worker-1"]["start_step"] > 0
@@ -179,7 +180,7 @@ def test_chief_killed_while_exporting_restarts_and_the_export_completes(sc, tmp_
     kill_pid = int((out / "pid-worker-0-gen0").read_text())
     os.kill(kill_pid, signal.SIGKILL)
     cluster.shutdown(timeout=600)
-    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"] == ["worker:0"]
+    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"][0] == "worker:0"
     got = results(out)
     assert got["worker-0"]["restart_count"] == 1
     assert got["worker-0"]["start_step"] == got["worker-0"]["final_step"] == 2 * args["steps_per_epoch"]

@@ -80,16 +80,17 @@ def test_detect_failures_injected_clock():
              node(2, RUNNING, last_seen=50.0), node(3, REGISTERED, last_seen=55.0)]
     before = [(n.state, n.error) for n in nodes]
     failures = detect_failures(nodes, now=100.0, silence_secs=30.0)
-    assert [f.node.name for f in failures] == ["worker:1", "worker:2"]  # worker:3 silent 45 s but not RUNNING
-    assert failures[0].error == "Traceback: boom"
-    assert failures[1].error.startswith("no heartbeat for 50s: the TF process or its executor died")
+    # the first to fail leads: worker:2 went silent at 50, worker:1 reported at 100; worker:3 is not RUNNING
+    assert [f.node.name for f in failures] == ["worker:2", "worker:1"]
+    assert failures[0].error.startswith("no heartbeat for 50s: the TF process or its executor died")
+    assert failures[1].error == "Traceback: boom"
     assert [(n.state, n.error) for n in nodes] == before  # pure
     assert detect_failures(nodes[2:], now=70.0, silence_secs=30.0) == []
 
 
 def test_node_failure_names_every_failed_node():
-    failures = detect_failures([node(1, FAILED, error="Traceback: boom"), node(2, RUNNING, last_seen=0.0)],
-                               now=40.0, silence_secs=30.0)
+    failures = detect_failures([node(2, RUNNING, last_seen=0.0),
+                                node(1, FAILED, last_seen=-5.0, error="Traceback: boom")], now=40.0, silence_secs=30.0)
     err = NodeFailure.of(failures)
     message = str(err)
     assert message.startswith("TF node worker:1 (executor 1 on host1) failed:\nTraceback: boom")

@@ -131,6 +131,8 @@ def test_feed_and_inference_jobs_say_what_they_are(sc, start):
     cluster = start(sc, relay_mains.echo_feed, {}, 3, input_mode=InputMode.SPARK)
     rdd = sc.parallelize(range(60), 3)
     cluster.train(rdd, num_epochs=2, feed_timeout=120)
+    fed = {name: row["feed_rows"] for name, row in cluster.status().items()}
+    assert fed == {f"worker:{i}": {"input": 40} for i in range(3)}, fed  # 60 rows x 2 epochs over 3 workers
     assert sorted(cluster.inference(rdd, feed_timeout=120).collect()) == list(range(60))
     cluster.shutdown(timeout=120)
     descriptions = {j["description"] for j in spark_jobs(sc) if j.get("jobGroup") == cluster.feed_group}

@@ -134,6 +134,7 @@ class TFCluster:
         self._log_progress = log_progress
         self.plot_path: str | None = None  # where shutdown writes the progress PNG (tfos.run(plot=...))
         self._earlier_history: dict[str, list[dict[str, float]]] = {}  # progress of the failed generations
+        self._feed_progress: Any = None  # the latest train()'s feed ProgressServer (rows fed per node)
         self._previous_failures: list[Failure] = []
         self.template = template_
         self.driver_ps_nodes = driver_ps_nodes
@@ -452,11 +453,17 @@ class TFCluster:
     def status(self) -> dict[str, dict[str, Any]]:
         """Per node (``"worker:1"``): state, step, loss, epoch, metrics, examples/s and steps/s when
         reported (``ctx.report`` / ``tfos.ProgressCallback``), seconds since its last heartbeat
-        (``heartbeat_age``) and since its last progress report (``progress_age``)."""
+        (``heartbeat_age``) and since its last progress report (``progress_age``); in InputMode.SPARK
+        also ``feed_rows``, the rows per input the latest ``train()`` fed it so far."""
         from tfos.cluster.progress import node_status
 
         now = time.monotonic()
-        return {node.name: node_status(node, now) for node in self.server.nodes()}
+        rows = self._feed_progress.rows_by_node() if self._feed_progress is not None else {}
+        status = {node.name: node_status(node, now) for node in self.server.nodes()}
+        if self.input_mode == InputMode.SPARK:
+            for name, row in status.items():
+                row["feed_rows"] = dict(rows.get(name, {}))
+        return status
 
     def progress_history(self) -> dict[str, list[dict[str, float]]]:
         """Every node's progress reports so far (``step``, ``time``, ``loss``, metrics), the failed
@@ -537,7 +544,8 @@ class TFCluster:
                                         num_workers=self.num_trainers, num_epochs=epochs_left,
                                         feed_timeout=feed_timeout, qname=qname, job_group=self.feed_group,
                                         remainder=remainder, on_error=self._fail,
-                                        failure_known=lambda: self._error is not None)
+                                        failure_known=lambda: self._error is not None,
+                                        on_progress_server=self._watch_feed)
             except Exception as exc:
                 self._recover_from_feed_failure(exc)
                 epochs_left -= self._epochs_fed_before(exc, epochs_left)
@@ -546,6 +554,9 @@ class TFCluster:
                 continue
             self._raise_if_failed()  # a failure after the feed ended: the next generation is fed its end
             return report
+
+    def _watch_feed(self, server: Any) -> None:
+        self._feed_progress = server  # the latest feed's rows per node, for status()
 
     def _recover_from_feed_failure(self, exc: BaseException) -> None:
         """A feed that failed ends this generation. Returns once the cluster restarted (feed again);

@@ -27,7 +27,10 @@ def silence_error(silent_secs: float) -> str:
 
 
 def detect_failures(nodes: Iterable[NodeRecord], now: float, silence_secs: float) -> list[Failure]:
-    """Every node that failed at ``now``, in the order given.
+    """Every node that failed at ``now``, the first to fail first (by when it reported or went silent).
+
+    The first is usually the cause: when one node of a MultiWorkerMirroredStrategy cluster dies,
+    its peers' collectives fail a moment later and they report failures of their own.
 
     A node failed when it reported ``FAILED`` (its traceback is the error), or when it is
     ``RUNNING`` and silent for more than ``silence_secs``. Heartbeats start with the TF process,
@@ -39,4 +42,4 @@ def detect_failures(nodes: Iterable[NodeRecord], now: float, silence_secs: float
             failures.append(Failure(node, node.error or ""))
         elif node.state == RUNNING and now - node.last_seen > silence_secs:
             failures.append(Failure(node, silence_error(now - node.last_seen)))
-    return failures
+    return sorted(failures, key=lambda f: f.node.last_seen)

@@ -318,9 +318,12 @@ def _identity(key: int) -> int:
 def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: int = 1, feed_timeout: float = 600,
           qname: str = "input", job_group: str | None = None, end_feed: bool = False, remainder: str = "drop",
           chunk_rows: int = DEFAULT_CHUNK_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-          progress: bool = True, on_report: Any = None, on_error: Any = None, failure_known: Any = None) -> Any:
+          progress: bool = True, on_report: Any = None, on_error: Any = None, failure_known: Any = None,
+          on_progress_server: Any = None) -> Any:
     """Feed ``data`` to the workers with exactly equal rows per worker per epoch (see the module doc).
 
+    ``on_progress_server(server)`` (optional) is handed the feed's :class:`ProgressServer` as the
+    feed starts (its ``rows_by_node()`` is what each node was fed so far, also after the feed ended).
     ``failure_known()`` (optional) says the caller already knows which node failed (its TF cluster's
     monitor named it): a failed feed then raises at once instead of waiting to name the node itself.
 
@@ -378,6 +381,8 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
     with _JobGroup(sc, group, desc):
         server = ProgressServer(driver_address(sc), {}, desc=f"feed {'/'.join(names)}", log=progress,
                                 on_error=on_task_error, on_plan=on_plan)
+        if on_progress_server is not None:
+            on_progress_server(server)
         plans = [ShardPlan(qi, n, chunk_rows, chunk_bytes, server.address) for qi in range(len(inputs))]
         plan = TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
                                 end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address,
