@@ -31,7 +31,7 @@ sys.path.insert(0, ROOT)
 
 from tests import chaos_mains  # noqa: E402
 from tests.cluster_mains import load_mnist  # noqa: E402
-from tests.spark_standalone import StandaloneCluster, spark_conf  # noqa: E402
+from tests.spark_standalone import StandaloneCluster, session_on  # noqa: E402
 
 DETECTION_GOAL_SECS = 10.0
 
@@ -116,16 +116,10 @@ def report(name: str, clean: dict, faulted: dict) -> bool:
 def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from pyspark.sql import SparkSession
-
     standalone = StandaloneCluster(workers=3).start()
     try:
-        builder = SparkSession.builder.appName("tfos-chaos-benchmark")
-        for key, value in spark_conf(standalone.master_url, 3).items():
-            builder = builder.config(key, value)
-        spark = builder.getOrCreate()
+        spark = session_on(standalone, "tfos-chaos-benchmark", 3)
         sc = spark.sparkContext
-        sc.setLogLevel("ERROR")
         import tfos
 
         tfos.run(sc, chaos_mains.write_pid, {"out": tempfile.mkdtemp()}, 3).shutdown(timeout=300)  # warm-up

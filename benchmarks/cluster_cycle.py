@@ -19,7 +19,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.spark_standalone import StandaloneCluster, spark_conf  # noqa: E402
+from tests.spark_standalone import StandaloneCluster, session_on  # noqa: E402
 
 
 def build_mwms(args, ctx):
@@ -72,15 +72,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from pyspark.sql import SparkSession
-
     standalone = StandaloneCluster(workers=2).start()
     try:
-        builder = SparkSession.builder.appName("tfos-cluster-cycle")
-        for key, value in spark_conf(standalone.master_url, 2).items():
-            builder = builder.config(key, value)
-        spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("ERROR")
+        spark = session_on(standalone, "tfos-cluster-cycle", 2)
         ours = time_tfos(spark.sparkContext, args.repeats)
         theirs = time_runner(args.repeats)
         spark.stop()

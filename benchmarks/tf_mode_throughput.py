@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.tf_mode_mains import cnn_fit  # noqa: E402
-from tests.spark_standalone import StandaloneCluster, free_port, spark_conf  # noqa: E402
+from tests.spark_standalone import StandaloneCluster, free_port, session_on  # noqa: E402
 
 # name -> (how, tfos.run kwargs or None, extra env for the TF processes, extra main args)
 VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
@@ -189,16 +189,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     base = {"model": args.model, "batch": args.batch, "steps": args.steps, "epochs": args.epochs,
             "examples": args.examples}
-    from pyspark.sql import SparkSession
-
     rows: list[dict] = []
     standalone = StandaloneCluster(workers=2).start()
     try:
-        builder = SparkSession.builder.appName("tfos-tf-mode-throughput")
-        for key, value in spark_conf(standalone.master_url, 2).items():
-            builder = builder.config(key, value)
-        spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("ERROR")
+        spark = session_on(standalone, "tfos-tf-mode-throughput", 2)
         daemons = [p.pid for p in standalone._procs]  # noqa: SLF001 - to name their CPU use
         print(f"{args.model} CNN, global batch {args.batch}, {args.steps} steps x {args.epochs} epochs (first not "
               f"timed), 2 workers, MultiWorkerMirroredStrategy; {os.cpu_count()} CPUs", flush=True)

@@ -102,6 +102,18 @@ def spark_conf(master_url: str, executors: int) -> dict[str, str]:
     }
 
 
+def session_on(cluster: StandaloneCluster, app: str, executors: int):
+    """A SparkSession named ``app`` of ``executors`` single-core executors on ``cluster`` (logs at ERROR)."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app)
+    for key, value in spark_conf(cluster.master_url, executors).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
 def wait_for_executors(sc, count: int, timeout: float = 180.0, log_dir: Path | str | None = None) -> None:
     """Block until ``count`` executors have joined the application of ``sc``; TimeoutError after ``timeout``."""
     tracker = sc._jsc.sc().statusTracker()
