@@ -75,12 +75,13 @@ def test_main_that_raises_fails_the_application_with_its_traceback(yarn_cluster,
     assert_no_leftovers(*records(logs, "TFOS_NODE_RECORD"))
 
 
-def _kill_while_running(yarn, tmp_path, tfos_zip, mode: str, victim_pid_key: str, kill: bool = True):
+def _kill_while_running(yarn, tmp_path, tfos_zip, mode: str, victim_pid_key: str, kill: bool = True,
+                        extra: tuple[str, ...] = ()):
     """Submit a sleeping (or memory-hungry) job, wait for its nodes, kill worker:1's ``victim_pid_key``."""
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        future = pool.submit(submit, yarn, JOB, mode, "--pid_dir", str(pid_dir), "--max_wait", "240",
+        future = pool.submit(submit, yarn, JOB, mode, "--pid_dir", str(pid_dir), "--max_wait", "240", *extra,
                              py_files=tfos_zip)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not future.done():
@@ -125,6 +126,27 @@ def test_kill_of_a_container_is_a_node_failure_naming_yarns_reason(yarn_cluster,
     assert "Exit status: 137" in detected["message"] or "exited" in detected["message"], detected
     assert detected["time"] - killed_at < 30, f"detected {detected['time'] - killed_at:.1f}s after the kill"
     assert_no_leftovers(*nodes.values())
+
+
+def test_a_killed_container_with_a_restart_left_restarts_the_cluster_and_the_application_succeeds(
+        yarn_cluster, tmp_path, tfos_zip):
+    """max_restarts=1: YARN replaces the lost executor's container and tfos starts the next generation on it."""
+    result, nodes, killed_at = _kill_while_running(yarn_cluster, tmp_path, tfos_zip, "restart", "owner",
+                                                   extra=("--max_restarts", "1"))
+    assert result.returncode == 0, result.output[-8000:]
+    app = yarn_cluster.wait_for_app(result.app_id)
+    assert app["finalStatus"] == "SUCCEEDED", app
+    logs = yarn_cluster.logs(result.app_id)
+    assert "running -> restarting" in logs and "restarting -> starting" in logs, logs[-8000:]
+    restarted = records(logs, "TFOS_RESTARTED")
+    # each line is in the executor's log and, relayed, in the driver's
+    assert sorted({r["node"] for r in restarted}) == ["worker:0", "worker:1"], restarted
+    assert nodes[1]["container"] not in {r["container"] for r in restarted}  # the killed container is gone
+    assert min(r["time"] for r in restarted) - killed_at < 180
+    assert "TFOS_JOB_DONE mode=restart" in logs
+    print(f"\nYARN restart: {result.app_id}, killed container {nodes[1]['container']}; generation 1 ran "
+          f"{min(r['time'] for r in restarted) - killed_at:.1f}s after the kill")
+    assert_no_leftovers(*records(logs, "TFOS_NODE_RECORD"))  # both generations' executors
 
 
 def test_a_memory_kill_is_a_node_failure_naming_the_node_and_the_setting(yarn_cluster, tmp_path, tfos_zip):

@@ -8,7 +8,9 @@ imported from, its GPUs and container) to its executor's stdout, and the job end
 ``sleep``: every node writes ``DIR/<role>-<index>.json`` (its pid, its executor JVM's pid) and waits
 up to S seconds, so a test can kill one. ``hog``: as ``sleep``, but worker:1 then allocates (and
 touches) memory in 64 MB steps up to M MB (``--hog_mb``), past its container's limit, so that
-YARN's physical-memory check kills the container. In every failing mode the driver prints ``TFOS_DETECTED {json}`` (wall-clock time,
+YARN's physical-memory check kills the container. ``restart`` (with ``--max_restarts 1``): as ``sleep`` in
+the first generation of nodes; the next generation's nodes (``ctx.restart_count`` 1) print
+``TFOS_RESTARTED {json}`` and end at once, so the application succeeds after one restart. In every failing mode the driver prints ``TFOS_DETECTED {json}`` (wall-clock time,
 node, message) before it re-raises.
 """
 
@@ -35,7 +37,11 @@ def main_fun(args, ctx):
     print("TFOS_NODE_RECORD " + json.dumps(record), flush=True)
     if args.mode == "raise" and node == "worker:1":
         raise ValueError("tfos-yarn-test: bad input in shard 1")
-    if args.mode in ("sleep", "hog"):
+    if args.mode == "restart" and ctx.restart_count > 0:
+        print("TFOS_RESTARTED " + json.dumps({"node": node, "restart_count": ctx.restart_count, "time": time.time(),
+                                              "container": record["container"]}), flush=True)
+        return
+    if args.mode in ("sleep", "hog", "restart"):
         if args.pid_dir:
             path = os.path.join(args.pid_dir, f"{ctx.job_name}-{ctx.task_index}.json")
             with open(path + ".tmp", "w") as f:
@@ -52,11 +58,12 @@ def main_fun(args, ctx):
 
 def parse_args(argv):
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["record", "raise", "sleep", "hog"])
+    p.add_argument("mode", choices=["record", "raise", "sleep", "hog", "restart"])
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--pid_dir", default="")
     p.add_argument("--max_wait", type=float, default=240)
     p.add_argument("--hog_mb", type=int, default=6144)
+    p.add_argument("--max_restarts", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -68,7 +75,8 @@ if __name__ == "__main__":
     spark = SparkSession.builder.appName(f"tfos-yarn-{args.mode}").getOrCreate()
     started = time.time()
     try:
-        cluster = tfos.run(spark.sparkContext, main_fun, args, args.nodes, reservation_timeout=180)
+        cluster = tfos.run(spark.sparkContext, main_fun, args, args.nodes, reservation_timeout=180,
+                           max_restarts=args.max_restarts)
         cluster.shutdown(timeout=600)
     except Exception as exc:
         print("TFOS_DETECTED " + json.dumps({"time": time.time(), "type": type(exc).__name__,
