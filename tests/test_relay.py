@@ -135,6 +135,8 @@ def test_progress_and_stacks_round_trip(server):
     assert status["step"] == 12 and status["loss"] == 0.5 and status["metrics"] == {"accuracy": 0.75}
     assert status["steps_per_sec"] == 3.0 and status["progress_age"] < 5 and status["heartbeat_age"] < 5
     assert progress_line(srv.nodes()) == "worker:0 step 12 loss 0.5 accuracy 0.75 (3 steps/s)"
+    srv.nodes()[0].feed = {"input": {"rows_read": 7680, "queued_rows": 512, "epochs_read": 1}}
+    assert progress_line(srv.nodes()).endswith("(3 steps/s) [input: 7680 rows read, 512 queued]")
     with pytest.raises(ReservationError, match="step"):
         client.progress(0, {"step": "twelve"})
     assert client.heartbeat_reply(0)["stacks"] == 0

@@ -133,6 +133,12 @@ def test_feed_and_inference_jobs_say_what_they_are(sc, start):
     cluster.train(rdd, num_epochs=2, feed_timeout=120)
     fed = {name: row["feed_rows"] for name, row in cluster.status().items()}
     assert fed == {f"worker:{i}": {"input": 40} for i in range(3)}, fed  # 60 rows x 2 epochs over 3 workers
+    deadline = time.monotonic() + 30  # what each node read comes with its next heartbeats
+    while time.monotonic() < deadline and any(
+            row["feed"].get("input", {}).get("rows_read") != 40 for row in cluster.status().values()):
+        time.sleep(0.5)
+    read = {name: row["feed"]["input"] for name, row in cluster.status().items()}
+    assert all(r["rows_read"] == 40 and r["queued_rows"] == 0 and r["epochs_read"] == 2 for r in read.values()), read
     assert sorted(cluster.inference(rdd, feed_timeout=120).collect()) == list(range(60))
     cluster.shutdown(timeout=120)
     descriptions = {j["description"] for j in spark_jobs(sc) if j.get("jobGroup") == cluster.feed_group}

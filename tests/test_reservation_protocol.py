@@ -135,6 +135,19 @@ def test_duplicate_and_invalid_registrations_are_refused(server):
         client.request("reboot")
 
 
+def test_heartbeats_carry_feed_counts_checked_and_bounded(server):
+    client = ReservationClient(server.address, server.secret)
+    client.register(node(0))
+    client.heartbeat_reply(0, feed={"input": {"rows_read": 40, "queued_rows": 3, "epochs_read": 2}})
+    assert server.nodes()[0].feed == {"input": {"rows_read": 40, "queued_rows": 3, "epochs_read": 2}}
+    with pytest.raises(ReservationError, match="must map at most 8 names to counts >= 0"):
+        client.heartbeat_reply(0, feed={"input": {"rows_read": -1}})
+    with pytest.raises(ReservationError, match="at most 16 feeds"):
+        client.heartbeat_reply(0, feed={f"q{i}": {} for i in range(17)})
+    client.heartbeat_reply(0)  # no feed: the last counts stay
+    assert server.nodes()[0].feed["input"]["rows_read"] == 40
+
+
 def test_failure_report_and_stop_long_poll(server):
     client = ReservationClient(server.address, server.secret)
     client.register(node(0))

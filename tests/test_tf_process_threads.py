@@ -53,7 +53,7 @@ def test_heartbeats_survive_a_raw_oserror_and_exit_only_after_repeated_misses(no
     process, _server, exits, exited = node_process
     calls = []
 
-    def unreachable(self, executor_id):
+    def unreachable(self, executor_id, feed=None):
         calls.append(executor_id)
         raise OSError(errno.EHOSTUNREACH, "No route to host")
 

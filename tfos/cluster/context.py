@@ -40,6 +40,7 @@ class NodeContext:
     restart_count: int = 0
     _port_fd: int | None = field(default=None, repr=False)
     _progress: Any = field(default=None, repr=False, compare=False)  # set in the TF process
+    _feeds: dict = field(default_factory=dict, repr=False, compare=False)  # qname -> DataFeed, in the TF process
 
     # TensorFlowOnSpark spellings ------------------------------------------------------------
     @property
@@ -56,7 +57,7 @@ class NodeContext:
         return self
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_progress": None}  # the reporter's thread and socket stay in this process
+        return {**self.__dict__, "_progress": None, "_feeds": {}}  # the reporter's thread and socket stay in this process
 
     # behaviour ------------------------------------------------------------------------------
     def report(self, step: int | None = None, loss: float | None = None, **metrics: Any) -> None:
@@ -117,4 +118,14 @@ class NodeContext:
         """The InputMode.SPARK feed of this node (``TFNode.DataFeed``)."""
         from tfos.feed.datafeed import DataFeed
 
-        return DataFeed(self, train_mode, qname_in, qname_out, input_mapping)
+        return DataFeed(self, train_mode, qname_in, qname_out, input_mapping)  # registers in self._feeds
+
+    def feed_stats(self) -> dict[str, dict[str, int]]:
+        """Per open feed (``qname``): rows read, rows queued, epochs read (empty outside InputMode.SPARK)."""
+        out = {}
+        for qname, feed in list(self._feeds.items()):
+            try:
+                out[qname] = feed.stats()
+            except Exception:  # noqa: BLE001 - a closing feed: leave it out this time
+                continue
+        return out

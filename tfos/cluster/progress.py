@@ -114,6 +114,7 @@ def node_status(node: NodeRecord, now: float | None = None) -> dict[str, Any]:
         "steps_per_sec": progress.get("steps_per_sec"), "examples_per_sec": progress.get("examples_per_sec"),
         "heartbeat_age": round(now - node.last_seen, 1),
         "progress_age": None if node.progress_at is None else round(now - node.progress_at, 1),
+        "feed": {q: dict(c) for q, c in node.feed.items()},
     }
 
 
@@ -124,12 +125,14 @@ def _fmt(value: Any) -> str:
 
 
 def progress_line(nodes: list[NodeRecord]) -> str:
-    """``worker:0 step 120 loss 0.312 accuracy 0.91 (8.1 steps/s) | worker:1 ...``"""
+    """``worker:0 step 120 loss 0.312 accuracy 0.91 (8.1 steps/s) [input: 7680 rows read, 512 queued] | ...``"""
     parts = []
     for node in nodes:
         p = node.progress
+        fed = "".join(f" [{q}: {c.get('rows_read', 0)} rows read, {c.get('queued_rows', 0)} queued]"
+                      for q, c in sorted(node.feed.items()))
         if not p:
-            parts.append(f"{node.name} {node.state}")
+            parts.append(f"{node.name} {node.state}{fed}")
             continue
         text = f"{node.name}" + (f" epoch {p['epoch']}" if p.get("epoch") is not None else "")
         text += f" step {p.get('step')}" if p.get("step") is not None else ""
@@ -137,18 +140,19 @@ def progress_line(nodes: list[NodeRecord]) -> str:
         text += "".join(f" {k} {_fmt(v)}" for k, v in sorted((p.get("metrics") or {}).items()))
         rates = [f"{_fmt(p[k])} {u}" for k, u in (("examples_per_sec", "examples/s"), ("steps_per_sec", "steps/s"))
                  if p.get(k) is not None]
-        parts.append(text + (f" ({', '.join(rates)})" if rates else ""))
+        parts.append(text + (f" ({', '.join(rates)})" if rates else "") + fed)
     return " | ".join(parts)
 
 
 def log_progress(server: ReservationServer, cluster_id: str, every: float | None = None) -> None:
     """Until the server closes: every ``every`` seconds (``PROGRESS_LOG_SECS``), one progress line
-    on logger ``tfos.progress`` if any node reported since the last."""
+    on logger ``tfos.progress`` if any node reported, or read from its feed, since the last."""
     every = PROGRESS_LOG_SECS if every is None else every
-    last: dict[int, float | None] = {}
+    last: dict[int, tuple] = {}
     while not server.wait_closed(every):
         nodes = server.nodes()
-        seen = {n.executor_id: n.progress_at for n in nodes}
-        if any(at is not None and at != last.get(eid) for eid, at in seen.items()):
+        seen = {n.executor_id: (n.progress_at, tuple(sorted((q, c.get("rows_read")) for q, c in n.feed.items())))
+                for n in nodes}  # a report, or rows read from a feed
+        if any(now != (None, ()) and now != last.get(eid) for eid, now in seen.items()):
             logger.info("tfos %s progress: %s", cluster_id, progress_line(nodes))
         last = seen

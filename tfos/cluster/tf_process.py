@@ -56,7 +56,7 @@ class NodeProcess:
         answered = 0  # the last stack request answered
         while not self.stop_requested.wait(cfg.heartbeat_interval):
             try:
-                reply = client.heartbeat_reply(self.ctx.executor_id)
+                reply = client.heartbeat_reply(self.ctx.executor_id, feed=self.ctx.feed_stats())
                 misses = 0
                 wanted = reply.get("stacks")
                 if isinstance(wanted, int) and wanted > answered:

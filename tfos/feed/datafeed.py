@@ -81,6 +81,9 @@ class DataFeed:
         self._results = PendingResults(self.node)
         self._receiver = FeedReceiver(feed_dir, qname_in, self.node, self.train_mode, timeout, self._results)
         self.feed_dir = self._receiver.feed_dir
+        feeds = getattr(mgr, "_feeds", None)  # the node context's: its heartbeats carry stats() to the driver
+        if isinstance(feeds, dict):
+            feeds[qname_in] = self
         logger.info("%s: data feed %r open (%s mode)", self.node, qname_in, "train" if train_mode else "inference")
 
     @property
@@ -92,6 +95,11 @@ class DataFeed:
     def input_tensors(self) -> list[str] | None:
         """The tensor names of ``input_mapping``, in the order of ``input_columns``; None without one."""
         return self._shaper.input_tensors
+
+    def stats(self) -> dict[str, int]:
+        """What the driver shows of this feed (``cluster.status()``): rows read, rows queued, epochs."""
+        return {"rows_read": self._receiver.rows_read, "queued_rows": self._receiver.queued_rows(),
+                "epochs_read": self._receiver.epochs_read}
 
     @property
     def rows_read(self) -> int:

@@ -58,6 +58,15 @@ class FeedReceiver:
     # ------------------------------------------------------------------------------------
     # events
     # ------------------------------------------------------------------------------------
+    def queued_rows(self) -> int:
+        """Rows received and decoded but not read yet (safe from another thread: a snapshot)."""
+        for _ in range(3):
+            try:
+                return sum(ev.num_rows for ev in list(self._events) if isinstance(ev, pa.RecordBatch))
+            except RuntimeError:  # the deque changed while it was copied: try again
+                continue
+        return 0
+
     def take(self, limit: int) -> Any:
         """The next event; a record batch is cut to at most ``limit`` rows (the rest stays queued)."""
         ev = self.next_event()

@@ -112,9 +112,13 @@ class ReservationClient:
         self.request(protocol.REPORT, {"executor_id": executor_id, "state": state, "error": error,
                                        "log_tail": log_tail or []})
 
-    def heartbeat_reply(self, executor_id: int) -> dict[str, Any]:
-        """Record liveness; the whole reply (``stop``, ``stacks``: the latest stack request id)."""
-        return self.request(protocol.HEARTBEAT, {"executor_id": executor_id})
+    def heartbeat_reply(self, executor_id: int, feed: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+        """Record liveness (with the node's feed counts, if any); the whole reply (``stop``, ``stacks``:
+        the latest stack request id)."""
+        body: dict[str, Any] = {"executor_id": executor_id}
+        if feed:
+            body["feed"] = feed
+        return self.request(protocol.HEARTBEAT, body)
 
     def log(self, executor_id: int, lines: list[tuple[str, int, str]], dropped: int = 0) -> str:
         """Ship relayed output lines ``(stream, level, text)``; returns the relay level the driver asks for."""

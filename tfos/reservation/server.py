@@ -45,12 +45,28 @@ LOG_STREAMS = frozenset({"out", "err", "log"})
 MAX_LOG_LINES_PER_MESSAGE = 5000
 MAX_LOG_LINE_CHARS = 8192
 MAX_PROGRESS_METRICS = 64
+MAX_FEEDS = 16  # named inputs a heartbeat may report counts for
 PROGRESS_HISTORY_POINTS = 2000  # per node; thinned evenly when full (see ProgressHistory)
 MAX_STACKS_CHARS = 256 * 1024
 MAX_TRACKED_SESSIONS = 1 << 16  # sessions whose last sequence number is remembered (least recent go first)
 DEFAULT_MAX_CONNECTIONS = 256
 CONNECTIONS_PER_NODE = 8  # a node holds ~6 persistent connections (heartbeat, long poll, report, relay, ...)
 _STOP_KEY_LABEL = b"tfos reservation stop request v1"
+
+
+def _feed_counts(value: Any) -> dict[str, dict[str, int]] | None:
+    """A heartbeat's ``feed`` (per qname: a few non-negative counts), checked and bounded; None if absent."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > MAX_FEEDS:
+        raise ProtocolError(f"heartbeat 'feed' must be an object of at most {MAX_FEEDS} feeds")
+    out: dict[str, dict[str, int]] = {}
+    for qname, counts in value.items():
+        if not isinstance(counts, dict) or len(counts) > 8 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
+            raise ProtocolError(f"heartbeat 'feed' of {str(qname)[:100]!r} must map at most 8 names to counts >= 0")
+        out[str(qname)[:100]] = {str(k)[:40]: v for k, v in counts.items()}
+    return out
 
 
 def stop_key(secret: bytes) -> bytes:
@@ -164,6 +180,7 @@ class NodeRecord:
     progress_at: float | None = None
     stacks: dict[int, str] = field(default_factory=dict)  # stack request id -> the node's answer
     history: ProgressHistory = field(default_factory=ProgressHistory, repr=False)  # bounded PROGRESS points
+    feed: dict[str, dict[str, int]] = field(default_factory=dict)  # per qname: rows read/queued (heartbeats)
 
     @property
     def name(self) -> str:
@@ -652,9 +669,12 @@ class ReservationServer:
             return {"ready": True, "nodes": self._spec_locked()}
 
     def _on_heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
+        feed = _feed_counts(body.get("feed"))
         with self._cond:
             node = self._known_node(body)
             node.last_seen = time.monotonic()
+            if feed is not None:
+                node.feed = feed
             return {"stop": self._stop_requested, "stacks": self._stacks_request}
 
     def _on_report(self, body: dict[str, Any]) -> dict[str, Any]:
