@@ -69,6 +69,14 @@ class FakeLauncher:
             if what == "slow_start":
                 cancel.wait(self.slow_secs)  # importing TensorFlow, waiting for a GPU: no heartbeat yet
             client.report(eid, RUNNING)
+            if what == "dies_late":  # killed; its supervisor reports it only after the peer's error (0.5 s)
+                cancel.wait(0.5)
+                client.report(eid, FAILED, error=f"TF process of worker:{eid} (executor {eid}, pid 1) killed by signal 9")
+                return
+            if what == "peer_error":  # a collective failed because a peer died
+                client.report(eid, FAILED, error="Traceback (most recent call last):\ntensorflow.python.framework."
+                                                 "errors_impl.UnavailableError: Collective ops is aborted by: peer down")
+                return
             if what == "raise":
                 client.report(eid, FAILED, error=f"Traceback (most recent call last):\nValueError: bad input "
                                                   f"on executor {eid}")

@@ -167,3 +167,13 @@ def test_a_start_that_waits_for_nodes_says_which_until_it_times_out(caplog):
     while launcher.live and time.monotonic() < deadline:
         time.sleep(0.05)
     assert launcher.live == set()
+
+
+def test_a_killed_node_leads_even_when_its_peers_collective_error_is_reported_first():
+    launcher = FakeLauncher(scripts={(0, 0): "peer_error", (0, 1): "dies_late"})
+    cluster = make_cluster(launcher, max_restarts=0)
+    cluster._start()
+    with pytest.raises(NodeFailure, match=r"^TF node worker:1 .*failed:\nTF process of worker:1 .*killed by signal 9") \
+            as info:
+        cluster.shutdown(timeout=60)
+    assert info.value.failed_nodes == ["worker:1", "worker:0"]  # the cause first, then the consequence

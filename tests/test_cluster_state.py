@@ -93,8 +93,9 @@ def test_node_failure_names_every_failed_node():
                                 node(1, FAILED, last_seen=-5.0, error="Traceback: boom")], now=40.0, silence_secs=30.0)
     err = NodeFailure.of(failures)
     message = str(err)
-    assert message.startswith("TF node worker:1 (executor 1 on host1) failed:\nTraceback: boom")
-    assert "TF node worker:2 (executor 2 on host2) failed:\nno heartbeat for 40s" in message
-    assert err.failed_nodes == ["worker:1", "worker:2"] and err.node_name == "worker:1"
+    # the node that died (silent) leads, before the one whose main raised, whichever reported first
+    assert message.startswith("TF node worker:2 (executor 2 on host2) failed:\nno heartbeat for 40s")
+    assert "TF node worker:1 (executor 1 on host1) failed:\nTraceback: boom" in message
+    assert err.failed_nodes == ["worker:2", "worker:1"] and err.node_name == "worker:2"
     single = NodeFailure(node(3, FAILED, error="tb"))
     assert str(single) == "TF node worker:3 (executor 3 on host3) failed:\ntb" and single.failed_nodes == ["worker:3"]

@@ -14,7 +14,7 @@ from typing import Any
 from tfos.cluster import template
 from tfos.cluster.cluster_state import ClusterState
 from tfos.cluster.context import NodeContext
-from tfos.cluster.failure_detection import Failure, detect_failures
+from tfos.cluster.failure_detection import Failure, detect_failures, is_root_cause
 from tfos.cluster.failure_policy import Decision, FailurePolicy
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node import Node
@@ -28,6 +28,7 @@ from tfos.cluster.validation import (
 )
 from tfos.driver_address import driver_address
 from tfos.reservation import protocol
+from tfos.reservation.server import FAILED as NODE_FAILED
 from tfos.reservation.server import TERMINAL_STATES, NodeRecord, ReservationServer
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class TFCluster:
         self._state = ClusterState.STARTING
         self._state_lock = threading.RLock()  # guards _state and _error
         self.node_silence_secs = NODE_SILENCE_SECS  # a RUNNING node silent this long has died
+        self.failure_gather_secs = 3.0  # after a main raised, how long to wait for a node that died with it
         self.cluster_info: list[dict[str, Any]] = []
         self.cluster_spec: dict[str, list[str]] = {}
         self.tensorboard_url: str | None = None
@@ -235,7 +237,7 @@ class TFCluster:
                                             f"tfos {self.cluster_id}: start {len(executor_ids)} TF nodes{where}")
             except Exception as exc:  # noqa: BLE001 - surfaced through _fail
                 if self.state not in (ClusterState.SHUTTING_DOWN, ClusterState.STOPPED):
-                    self._fail(self._lost_node_failure(str(exc)) or exc, generation)
+                    self._fail(self._lost_node_failure(str(exc)) or self._reported_failure(server) or exc, generation)
             finally:
                 done.set()
 
@@ -429,6 +431,7 @@ class TFCluster:
             nodes = server.nodes()
             failures = detect_failures(nodes, time.monotonic(), self.node_silence_secs)
             if failures:
+                failures = self._gather_failures(server, failures)
                 self._fail(NodeFailure.of(failures), generation)
                 return
             watched = {str(n.info["spark_executor_id"]): n for n in nodes
@@ -439,6 +442,26 @@ class TFCluster:
             if lost:
                 self._fail(NodeFailure.of(lost), generation)
                 return
+
+    def _reported_failure(self, server: ReservationServer) -> NodeFailure | None:
+        """The nodes' own failure reports, when the start job failed because a node did (its traceback
+        says more than Spark's job error)."""
+        failures = detect_failures(server.nodes(), time.monotonic(), self.node_silence_secs)
+        return NodeFailure.of(failures) if failures else None
+
+    def _gather_failures(self, server: ReservationServer, failures: list[Failure]) -> list[Failure]:
+        """A moment more (``failure_gather_secs``) for the failures that come together: a killed
+        worker's peers often report their collective errors before its supervisor reports it."""
+        if any(is_root_cause(f.error) for f in failures):
+            return failures
+        deadline = time.monotonic() + self.failure_gather_secs
+        version = server.version
+        while time.monotonic() < deadline:
+            version = server.wait_for_change(version, timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+            failures = detect_failures(server.nodes(), time.monotonic(), self.node_silence_secs)
+            if any(is_root_cause(f.error) for f in failures):
+                break
+        return failures
 
     def _raise_if_failed(self) -> bool:
         """Raise the cluster's failure; when the policy chose a restart, run it here, in the caller's
@@ -648,7 +671,8 @@ class TFCluster:
                     self._end_feed()  # the new generation's trainers wait for a feed that has ended
             states = {n.executor_id: n for n in self.server.nodes()}
             pending = [states[e] for e in trainers if states[e].state not in TERMINAL_STATES]
-            if not pending:
+            reported = any(states[e].state == NODE_FAILED for e in trainers) and self._error is None
+            if not pending and not reported:  # a failed node is waited for until the monitor has recorded it
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 names = ", ".join(f"{n.name} (executor {n.executor_id} on {n.host})" for n in pending)

@@ -27,10 +27,11 @@ def silence_error(silent_secs: float) -> str:
 
 
 def detect_failures(nodes: Iterable[NodeRecord], now: float, silence_secs: float) -> list[Failure]:
-    """Every node that failed at ``now``, the first to fail first (by when it reported or went silent).
+    """Every node that failed at ``now``: nodes that died (killed, lost, silent) first, then the
+    others, each group by when it reported or went silent.
 
-    The first is usually the cause: when one node of a MultiWorkerMirroredStrategy cluster dies,
-    its peers' collectives fail a moment later and they report failures of their own.
+    When one node of a MultiWorkerMirroredStrategy cluster dies, its peers' collectives fail a
+    moment later and they report errors of their own: the dead node is the cause and leads.
 
     A node failed when it reported ``FAILED`` (its traceback is the error), or when it is
     ``RUNNING`` and silent for more than ``silence_secs``. Heartbeats start with the TF process,
@@ -42,4 +43,14 @@ def detect_failures(nodes: Iterable[NodeRecord], now: float, silence_secs: float
             failures.append(Failure(node, node.error or ""))
         elif node.state == RUNNING and now - node.last_seen > silence_secs:
             failures.append(Failure(node, silence_error(now - node.last_seen)))
-    return sorted(failures, key=lambda f: f.node.last_seen)
+    return sorted(failures, key=lambda f: (not is_root_cause(f.error), f.node.last_seen))
+
+
+# How a node's own death reads (its process killed, its executor lost, silence), as opposed to an
+# error its main raised, e.g. a MultiWorkerMirroredStrategy collective that failed because a peer died.
+_ROOT_CAUSES = ("killed by signal", "exited with status", "was lost", "no heartbeat for")
+
+
+def is_root_cause(error: str) -> bool:
+    """Whether ``error`` says the node itself died (rather than its main raising)."""
+    return any(marker in error for marker in _ROOT_CAUSES)
