@@ -37,8 +37,8 @@ DEFAULT_SHUTDOWN_TIMEOUT = 259200  # 3 days, as in TensorFlowOnSpark
 DEFAULT_EPOCHS = 10  # train(num_epochs=0): TensorFlowOnSpark's "unspecified"
 NODE_SILENCE_SECS = 30.0
 STOP_WAIT_SECS = 60.0
-RESTART_WAIT_SECS = 120.0
-FEED_FAILURE_GRACE_SECS = 10.0  # a failed feed waits this long for the monitor to name a dead node  # how long a restart waits for Spark to have enough executors again
+RESTART_WAIT_SECS = 120.0  # how long a restart waits for Spark to have enough executors again
+FEED_FAILURE_GRACE_SECS = 10.0  # a failed feed waits this long for the monitor to name a dead node
 
 # Lifecycle states of a TFCluster, under their former names (they compare equal to the strings).
 STARTING, RUNNING, SHUTTING_DOWN, STOPPED = (ClusterState.STARTING, ClusterState.RUNNING,
