@@ -85,6 +85,12 @@ class ContainerPlacement:
     node_label: str  # "GPU", "CPU" or "" (the default partition)
 
 
+# Lines worth reading first in a failed submission's output: tfos's errors, Spark's task failures and lost
+# executors, YARN's container kills.
+_TROUBLE_RE = re.compile(r"ERROR|Error:|Exception|Traceback|FetchFailed|Lost executor|lost task|failed due to|"
+                         r"killed|beyond physical memory|exit code|exitCode [1-9]|NodeFailure|FeedJobError")
+
+
 class SparkSubmitResult(subprocess.CompletedProcess[str]):
     """``CompletedProcess`` of one spark-submit, with the YARN application id and the run time."""
 
@@ -100,7 +106,12 @@ class SparkSubmitResult(subprocess.CompletedProcess[str]):
 
     @property
     def output(self) -> str:
-        return f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        """Both streams, led by the lines that say what went wrong: a failed run's assertion message is
+        often cut in the middle by whatever shows it, and the cause sits between the streams."""
+        trouble = [line for line in (self.stdout + "\n" + self.stderr).splitlines() if _TROUBLE_RE.search(line)]
+        lead = "\n".join(trouble[:40] + ([f"... {len(trouble) - 40} more"] if len(trouble) > 40 else []))
+        return (f"--- what went wrong (exit {self.returncode}) ---\n{lead}\n"
+                f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
 
 
 @dataclass
