@@ -5,7 +5,9 @@ it registers, heartbeats and reports, following a script per (generation, execut
 ``"finish"`` (ends after ``run_secs``), ``"raise"`` (reports FAILED with a traceback),
 ``"silent"`` (stops heartbeating, as a SIGKILLed TF process does), ``"hang"`` (heartbeats
 until stopped), ``"no_show"`` (never registers), ``"raise_at_start"`` (fails before the others
-registered), ``"slow_start"`` (``slow_secs`` between registering and running, no heartbeat). Cancelling the start job group ends them
+registered), ``"slow_start"`` (``slow_secs`` between registering and running, no heartbeat),
+``"container_lost"`` (0.5 s after it runs, its executor is lost: ``lost_executors`` names it with YARN's
+memory-kill reason, and the node goes quiet without a report). Cancelling the start job group ends them
 all, as Spark killing the barrier tasks does.
 """
 
@@ -29,6 +31,7 @@ class FakeLauncher:
     started: list[dict[str, Any]] = field(default_factory=list)  # one record per start job
     cancelled: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what ended a fake node other than its script
+    lost: dict[str, str] = field(default_factory=dict)  # Spark executor id -> why Spark lost it
     live: set[tuple[int, int]] = field(default_factory=set)  # fake nodes running now
     _cancel: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,7 +64,7 @@ class FakeLauncher:
             self.live.add((generation, eid))
         try:
             client.register({"executor_id": eid, "host": "127.0.0.1", "port": 40000 + eid, "job_name": job,
-                             "task_index": index})
+                             "task_index": index, "spark_executor_id": str(eid + 1)})
             if what == "raise_at_start":
                 client.report(eid, FAILED, error="Traceback (most recent call last):\nOSError: GPU 0 is gone")
                 return
@@ -72,6 +75,11 @@ class FakeLauncher:
             if what == "dies_late":  # killed; its supervisor reports it only after the peer's error (0.5 s)
                 cancel.wait(0.5)
                 client.report(eid, FAILED, error=f"TF process of worker:{eid} (executor {eid}, pid 1) killed by signal 9")
+                return
+            if what == "container_lost":  # the container is killed with the node's supervisor: no report
+                cancel.wait(0.5)
+                self.lost[str(eid + 1)] = ("Container killed by YARN for exceeding physical memory limits. "
+                                           "2.0 GB of 2 GB physical memory used.")
                 return
             if what == "peer_error":  # a collective failed because a peer died
                 client.report(eid, FAILED, error="Traceback (most recent call last):\ntensorflow.python.framework."
@@ -105,7 +113,7 @@ class FakeLauncher:
             raise RuntimeError(f"only 0 of {count} executors came back within {wait_secs:.0f}s")
 
     def lost_executors(self, executor_ids: set[str]) -> dict[str, str]:
-        return {}
+        return {e: why for e, why in dict(self.lost).items() if e in executor_ids}
 
     def lost_in_job_error(self, message: str) -> dict[str, str]:
         return {}

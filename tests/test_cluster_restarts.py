@@ -177,3 +177,14 @@ def test_a_killed_node_leads_even_when_its_peers_collective_error_is_reported_fi
             as info:
         cluster.shutdown(timeout=60)
     assert info.value.failed_nodes == ["worker:1", "worker:0"]  # the cause first, then the consequence
+
+
+def test_a_lost_container_leads_even_when_its_peers_collective_error_is_reported_first():
+    """YARN kills worker:0's container (memory): its peer's collective error reaches the driver first, but
+    the NodeFailure leads with the node whose executor Spark lost, and says why."""
+    launcher = FakeLauncher(scripts={(0, 0): "container_lost", (0, 1): "peer_error"})
+    cluster = make_cluster(launcher, max_restarts=0)
+    cluster._start()
+    with pytest.raises(NodeFailure, match=r"(?s)^TF node worker:0 .*physical memory") as info:
+        cluster.shutdown(timeout=60)
+    assert info.value.failed_nodes == ["worker:0", "worker:1"]

@@ -44,6 +44,11 @@ def tfos_zip(tmp_path_factory) -> str:
     return str(build_zip(tmp_path_factory.mktemp("zip") / "tfos.zip"))
 
 
+# InputMode.SPARK executors also run the feed tasks' Python workers beside the TF process: with 1536m their
+# 2 GB containers were killed by YARN's physical-memory check ("2.0 GB of 2 GB physical memory used").
+SPARK_MODE_MEMORY = ("--conf", "spark.executor.memoryOverhead=2560m")
+
+
 def submit(yarn, *args: str, queue: str = "CPU_Q", deploy: str = "cluster", executors: int = 2,
            py_files: str | None = None, options: tuple[str, ...] = (), timeout: float = 600, **kw):
     """spark-submit ARGS (the script and its arguments) with tfos's executor settings and ``options``."""
@@ -235,7 +240,7 @@ def test_mnist_spark_mode_on_gpu_q_with_fake_gpus(yarn_cluster, tfos_zip, mnist_
         yarn_cluster, str(MNIST / "mnist_spark.py"), "--cluster_size", "2", "--images_labels",
         f"{mnist_on_hdfs}/train", "--format", "tfr", "--epochs", "1", "--model_dir", str(tmp_path / "model"),
         "--export_dir", str(tmp_path / "export"), queue="GPU_Q", deploy="client", executors=2, py_files=tfos_zip,
-        timeout=900,
+        timeout=900, options=SPARK_MODE_MEMORY,
         conf={"spark.executor.resource.gpu.amount": "1", "spark.task.resource.gpu.amount": "1",
               "spark.executor.resource.gpu.discoveryScript": DISCOVERY,
               "spark.executorEnv.FAKE_GPU_CLAIM_DIR": str(claims)})

@@ -434,14 +434,20 @@ class TFCluster:
                 failures = self._gather_failures(server, failures)
                 self._fail(NodeFailure.of(failures), generation)
                 return
-            watched = {str(n.info["spark_executor_id"]): n for n in nodes
-                       if n.state not in TERMINAL_STATES and n.info.get("spark_executor_id")}
-            lost = [Failure(node, _executor_lost_error(node, spark_id, reason))
-                    for spark_id, reason in self.launcher.lost_executors(set(watched)).items()
-                    if (node := watched[spark_id]).state not in TERMINAL_STATES]  # not finished before it went
+            lost = self._lost_failures(nodes)
             if lost:
                 self._fail(NodeFailure.of(lost), generation)
                 return
+
+    def _lost_failures(self, nodes: list) -> list[Failure]:
+        """The nodes whose executor Spark lost while they had not finished (YARN's reason included)."""
+        watched = {str(n.info["spark_executor_id"]): n for n in nodes
+                   if n.state not in TERMINAL_STATES and n.info.get("spark_executor_id")}
+        if not watched:
+            return []
+        return [Failure(node, _executor_lost_error(node, spark_id, reason))
+                for spark_id, reason in self.launcher.lost_executors(set(watched)).items()
+                if (node := watched[spark_id]).state not in TERMINAL_STATES]  # not finished before it went
 
     def _reported_failure(self, server: ReservationServer) -> NodeFailure | None:
         """The nodes' own failure reports, when the start job failed because a node did (its traceback
@@ -456,12 +462,17 @@ class TFCluster:
             return failures
         deadline = time.monotonic() + self.failure_gather_secs
         version = server.version
-        while time.monotonic() < deadline:
+        while True:
+            nodes = server.nodes()
+            lost = self._lost_failures(nodes)  # a peer's collective error often comes before Spark's loss
+            if lost:  # the lost executor's node leads: its container died (YARN's memory check, preemption)
+                return lost + [f for f in failures if f.node.executor_id not in {x.node.executor_id for x in lost}]
+            if time.monotonic() >= deadline:
+                return failures
             version = server.wait_for_change(version, timeout=max(0.0, min(0.5, deadline - time.monotonic())))
             failures = detect_failures(server.nodes(), time.monotonic(), self.node_silence_secs)
             if any(is_root_cause(f.error) for f in failures):
-                break
-        return failures
+                return failures
 
     def _raise_if_failed(self) -> bool:
         """Raise the cluster's failure; when the policy chose a restart, run it here, in the caller's
