@@ -463,10 +463,10 @@ class TFCluster:
         deadline = time.monotonic() + self.failure_gather_secs
         version = server.version
         while True:
-            nodes = server.nodes()
-            lost = self._lost_failures(nodes)  # a peer's collective error often comes before Spark's loss
+            lost = self._lost_failures(server.nodes())  # a peer's collective error often comes before Spark's loss
             if lost:  # the lost executor's node leads: its container died (YARN's memory check, preemption)
-                return lost + [f for f in failures if f.node.executor_id not in {x.node.executor_id for x in lost}]
+                gone = {x.node.executor_id for x in lost}
+                return lost + [f for f in failures if f.node.executor_id not in gone]
             if time.monotonic() >= deadline:
                 return failures
             version = server.wait_for_change(version, timeout=max(0.0, min(0.5, deadline - time.monotonic())))
