@@ -80,3 +80,11 @@ def feed_consumer(args, ctx):
         if ctx.restart_count == 0:
             time.sleep(args.get("sleep", 0.0))  # slower than the feed: the kill lands while train() feeds
     write_result(args, ctx, restart_count=ctx.restart_count, rows=rows)
+
+
+def note_start(args, ctx):
+    """Write when this node's main began (``time.time()``) and return."""
+    import time
+
+    write_pid(args, ctx)
+    write_result(args, ctx, started=time.time(), restart_count=ctx.restart_count)

@@ -5,7 +5,7 @@ it registers, heartbeats and reports, following a script per (generation, execut
 ``"finish"`` (ends after ``run_secs``), ``"raise"`` (reports FAILED with a traceback),
 ``"silent"`` (stops heartbeating, as a SIGKILLed TF process does), ``"hang"`` (heartbeats
 until stopped), ``"no_show"`` (never registers), ``"raise_at_start"`` (fails before the others
-registered), ``"slow_start"`` (``slow_secs`` between registering and running, no heartbeat),
+registered), ``"vanish_at_start"`` (its process dies while waiting for the others: no report), ``"slow_start"`` (``slow_secs`` between registering and running, no heartbeat),
 ``"container_lost"`` (0.5 s after it runs, its executor is lost: ``lost_executors`` names it with YARN's
 memory-kill reason, and the node goes quiet without a report). Cancelling the start job group ends them
 all, as Spark killing the barrier tasks does.
@@ -13,11 +13,14 @@ all, as Spark killing the barrier tasks does.
 
 from __future__ import annotations
 
+import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfos.reservation import protocol
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import FAILED, FINISHED, RUNNING
 
@@ -28,6 +31,7 @@ class FakeLauncher:
     run_secs: float = 0.5
     slow_secs: float = 0.0
     executors_back: bool = True
+    job_error: str | None = None  # the first start job fails at once with this (Spark's) error, no node reporting
     started: list[dict[str, Any]] = field(default_factory=list)  # one record per start job
     cancelled: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what ended a fake node other than its script
@@ -41,6 +45,8 @@ class FakeLauncher:
 
     def run_start_job(self, config: Any, executor_ids: list[int], group: str, description: str) -> None:
         generation = config.restart_count
+        if self.job_error is not None and generation == 0:
+            raise RuntimeError(self.job_error)
         self._cancel = cancel = threading.Event()
         self.started.append({"generation": generation, "executors": list(executor_ids), "description": description,
                              "cluster_id": config.cluster_id})
@@ -65,6 +71,13 @@ class FakeLauncher:
         try:
             client.register({"executor_id": eid, "host": "127.0.0.1", "port": 40000 + eid, "job_name": job,
                              "task_index": index, "spark_executor_id": str(eid + 1)})
+            if what == "vanish_at_start":  # its process dies while its long poll waits for the others
+                raw = socket.create_connection(config.server_address, timeout=5.0)
+                protocol.send_frame(raw, config.secret, protocol.AWAIT_SPEC, {"executor_id": eid, "timeout": 30},
+                                    secrets.token_hex(16), 1)
+                cancel.wait(0.3)
+                raw.close()  # as the kernel closes a SIGKILLed process's sockets: no retry, no report
+                return
             if what == "raise_at_start":
                 client.report(eid, FAILED, error="Traceback (most recent call last):\nOSError: GPU 0 is gone")
                 return

@@ -212,3 +212,103 @@ def test_restart_resumes_from_a_checkpoint_on_hdfs(sc, hdfs_url, tmp_path, start
         assert got[name]["restart_count"] == 1 and got[name]["start_step"] > 0, got[name]
         assert got[name]["final_step"] == args["epochs"] * args["steps_per_epoch"]
     assert_no_tf_process_left(out)
+
+
+# --- start-up: a slow node, and a kill before every node registered ---------------------------------------------
+def test_a_node_whose_tf_process_starts_45s_late_is_not_reported_dead(sc, tmp_path, start, caplog):
+    from tests.chaos_hooks import DelayedSpawner
+
+    out = tmp_path / "out"
+    out.mkdir()
+    spawner = DelayedSpawner(str(out), {"worker:1": 45.0})  # beyond the driver's 30 s silence limit
+    with caplog.at_level(logging.INFO, logger="tfos"):
+        cluster = start(sc, chaos_mains.note_start, {"out": str(out)}, 2, spawner=spawner)
+        cluster.shutdown(timeout=300)
+    assert cluster.state == "stopped" and cluster.restart_count == 0
+    got = results(out)
+    delayed_at = float((out / "spawn-delayed-worker-1").read_text())
+    assert got["worker-1"]["started"] - delayed_at >= 45  # it really started that late
+    assert got["worker-1"]["started"] - got["worker-0"]["started"] >= 40
+    assert "no heartbeat" not in caplog.text
+    assert_no_tf_process_left(out)
+
+
+class _LogSeen(logging.Handler):
+    """Sets ``event`` at the first record whose message contains ``needle``."""
+
+    def __init__(self, needle: str):
+        super().__init__(logging.INFO)
+        self.needle, self.event = needle, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.event.set()
+
+
+def kill_start_task_once_registered(out, monkeypatch, sc) -> dict:
+    """Hold worker:1's start task back 60 s before it registers; once worker:0 registered, SIGKILL
+    worker:0's start task (its Spark Python worker). Returns what the killer saw, when it did."""
+    from tests.chaos_hooks import DelayedStartLauncher
+    from tfos.cluster import cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module, "SparkLauncher",
+                        lambda context: DelayedStartLauncher(context, str(out), {1: 60.0}))
+    seen = _LogSeen("registered worker:0 as executor 0 (1/2)")
+    server_log = logging.getLogger("tfos.reservation.server")
+    server_log.addHandler(seen)
+    box: dict = {}
+
+    def kill() -> None:
+        try:
+            assert seen.event.wait(180), "worker:0 never registered"
+            wait_for(out / "start-task-1-gen0")  # worker:1's start task is running, held back
+            box["pid"] = int((out / "start-task-0-gen0").read_text())
+            box["held_pid"] = int((out / "start-task-1-gen0").read_text())
+            time.sleep(2)  # its long poll for the other nodes is in flight (it follows the registration)
+            os.kill(box["pid"], signal.SIGKILL)
+            box["killed"] = time.monotonic()
+        finally:
+            server_log.removeHandler(seen)
+
+    threading.Thread(target=kill, daemon=True).start()
+    return box
+
+
+def test_a_start_task_killed_before_every_node_registered_fails_naming_it_within_10s(sc, tmp_path, start,
+                                                                                    monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    box = kill_start_task_once_registered(out, monkeypatch, sc)
+    # the reservation server sees the start task's connection close (or, a moment later, Spark says the task died)
+    with pytest.raises(NodeFailure, match=r"(?s)worker:0 .*(went away while it waited for the other nodes|its start task "
+                                          r"failed in Spark)") as err:
+        start(sc, chaos_mains.note_start, {"out": str(out)}, 2, reservation_timeout=300)
+    failed_at = time.monotonic()
+    assert "killed" in box, "the start task was not killed"
+    assert failed_at - box["killed"] < 10
+    assert err.value.failed_nodes[0] == "worker:0"
+    # nothing of the failed start is left: worker:1's held-back start task was killed with the job
+    deadline = time.monotonic() + 60
+    while pid_alive(box["held_pid"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not pid_alive(box["held_pid"]), "worker:1's start task outlived the failed start"
+    assert not [name for name in os.listdir(out) if name.startswith("pid-")]  # no TF process ever started
+
+
+def test_a_start_task_killed_before_every_node_registered_restarts_and_the_job_completes(sc, tmp_path, start,
+                                                                                        monkeypatch):
+    args = {**mnist_args(tmp_path), "epochs": 4}
+    out = tmp_path / "out"
+    box = kill_start_task_once_registered(out, monkeypatch, sc)
+    cluster = start(sc, chaos_mains.mnist_resuming_fit, args, 2, max_restarts=1, reservation_timeout=300)
+    assert cluster.restart_count == 1 and cluster.restarts[0]["failed"][0] == "worker:0"
+    assert cluster.restarts[0]["detected_at"] - box["killed"] < 10
+    cluster.shutdown(timeout=600)
+    assert cluster.state == "stopped"
+    got = results(out)
+    for name in ("worker-0", "worker-1"):
+        assert got[name]["restart_count"] == 1, got[name]
+        assert got[name]["start_step"] == 0  # killed before any training: nothing to resume from
+        assert got[name]["final_step"] == args["epochs"] * args["steps_per_epoch"]
+    assert got["worker-0"]["test_accuracy"] >= 0.9
+    assert_no_tf_process_left(out)

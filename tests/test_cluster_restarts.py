@@ -100,6 +100,44 @@ def test_a_failure_before_every_node_registered_restarts_the_start():
     assert launcher.live == set()
 
 
+def test_a_start_task_that_dies_while_the_others_register_fails_the_start_naming_it_at_once():
+    launcher = FakeLauncher(scripts={(0, 0): "vanish_at_start", (0, 1): "no_show"})
+    cluster = make_cluster(launcher, max_restarts=0)  # reservation_timeout is 20 s
+    began = time.monotonic()
+    with pytest.raises(NodeFailure, match=r"worker:0 .*went away while it waited for the other nodes") as info:
+        cluster._start()
+    assert time.monotonic() - began < 10  # not the reservation timeout
+    assert info.value.failed_nodes == ["worker:0"] and cluster.state == ClusterState.FAILED
+    assert launcher.live == set()
+
+
+def test_a_start_task_that_dies_while_the_others_register_restarts_the_start():
+    launcher = FakeLauncher(scripts={(0, 0): "vanish_at_start", (0, 1): "no_show"})
+    cluster = make_cluster(launcher, max_restarts=1)
+    cluster._start()
+    assert cluster.state == ClusterState.RUNNING and cluster.restart_count == 1
+    assert cluster.restarts[0]["failed"] == ["worker:0"]
+    cluster.shutdown(timeout=60)
+    assert cluster.state == ClusterState.STOPPED and launcher.live == set()
+
+
+SPARK_BARRIER_FAILURE = (
+    "org.apache.spark.SparkException: Job aborted due to stage failure: Could not recover from a failed barrier "
+    "ResultStage. Most recent failure reason: Stage failed because barrier task ResultTask(3, 1) finished "
+    "unsuccessfully.\norg.apache.spark.SparkException: Python worker exited unexpectedly (crashed). Consider "
+    "setting 'spark.python.worker.faulthandler.enabled'\n\tat org.apache.spark.api.python.BasePythonRunner")
+
+
+def test_a_start_job_failure_nobody_reported_names_the_node_of_the_task_spark_names():
+    launcher = FakeLauncher(job_error=SPARK_BARRIER_FAILURE)
+    cluster = make_cluster(launcher, max_restarts=0)
+    with pytest.raises(NodeFailure, match=r"TF node worker:1 \(executor 1 on an executor\) failed:\nits start task "
+                                          r"failed in Spark before the cluster started: Python worker exited "
+                                          r"unexpectedly \(crashed\)"):
+        cluster._start()
+    assert cluster.state == ClusterState.FAILED
+
+
 def test_a_node_slow_to_start_its_tf_process_is_not_reported_dead():
     launcher = FakeLauncher(scripts={(0, 0): "slow_start"}, slow_secs=3.0, run_secs=0.5)
     cluster = make_cluster(launcher, max_restarts=0, silence=1.0)  # silent 3x longer than the limit

@@ -241,3 +241,43 @@ def test_the_client_refuses_a_reply_to_another_request():
     client.close()
     t.join(EVENT_BOUND)
     listener.close()
+
+
+def test_a_registered_node_whose_process_dies_during_its_long_poll_is_marked_failed(make_server):
+    """A real process registers and waits for the others; SIGKILLed, the server marks its node failed
+    within a second or so (the long poll sees its connection close), not at the reservation timeout."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    srv = make_server(expected=2)
+    host, port = srv.address
+    code = (
+        "import sys\n"
+        "from tfos.reservation.client import ReservationClient\n"
+        f"c = ReservationClient(({host!r}, {port}), bytes.fromhex({srv.secret.hex()!r}))\n"
+        f"c.register({node(0)!r})\n"
+        "print('registered', flush=True)\n"
+        "c.await_spec(0, 300)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "registered"
+        wait_until(lambda: [n.state for n in srv.nodes()] == ["registered"], "the node registered")
+        time.sleep(0.5)  # its long poll is in flight
+        os.kill(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: [n.state for n in srv.nodes()] == ["failed"], "the dead node was marked failed")
+        assert time.monotonic() - killed < 10
+        (failed,) = srv.nodes()
+        assert "the start task of worker:0 (executor 0 on 127.0.0.1, pid" in failed.error
+        assert "went away while it waited for the other nodes to register" in failed.error
+    finally:
+        proc.kill()
+        proc.wait()
+    # the dead node's generation is over for it: a retried start task cannot slip back in
+    client = ReservationClient(srv.address, srv.secret)
+    with pytest.raises(ReservationError, match="already registered"):
+        client.register(node(0))  # the dead node cannot come back into this generation
+    client.close()

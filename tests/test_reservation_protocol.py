@@ -62,9 +62,9 @@ def entered(server: ReservationServer, handler: str) -> threading.Event:
     event = threading.Event()
     original = getattr(server, handler)
 
-    def wrapped(body: dict) -> dict:
+    def wrapped(body: dict, *more) -> dict:
         event.set()
-        return original(body)
+        return original(body, *more)
 
     setattr(server, handler, wrapped)
     return event

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node import Node
 from tfos.cluster.payload import NodeConfig
 from tfos.cluster.spark_launcher import NodeLauncher, SparkLauncher
+from tfos.cluster.spawner import ProcessSpawner, check_spawner
 from tfos.cluster.validation import (
     ClusterConfigError,
     validate_arguments,
@@ -39,6 +41,10 @@ NODE_SILENCE_SECS = 30.0
 STOP_WAIT_SECS = 60.0
 RESTART_WAIT_SECS = 120.0  # how long a restart waits for Spark to have enough executors again
 FEED_FAILURE_GRACE_SECS = 10.0  # a failed feed waits this long for the monitor to name a dead node
+
+# Spark's error for a failed barrier start task: its partition (the index into the start job's executor ids), why
+_FAILED_START_TASK = re.compile(r"barrier task ResultTask\(\d+, (\d+)\) finished unsuccessfully\.?\s*"
+                                r"(?:[\w.$]+(?:Exception|Error): )?([^\n]*)")
 
 # Lifecycle states of a TFCluster, under their former names (they compare equal to the strings).
 STARTING, RUNNING, SHUTTING_DOWN, STOPPED = (ClusterState.STARTING, ClusterState.RUNNING,
@@ -237,7 +243,7 @@ class TFCluster:
                                             f"tfos {self.cluster_id}: start {len(executor_ids)} TF nodes{where}")
             except Exception as exc:  # noqa: BLE001 - surfaced through _fail
                 if self.state not in (ClusterState.SHUTTING_DOWN, ClusterState.STOPPED):
-                    self._fail(self._lost_node_failure(str(exc)) or self._reported_failure(server) or exc, generation)
+                    self._fail(self._start_job_failure(server, str(exc), executor_ids) or exc, generation)
             finally:
                 done.set()
 
@@ -448,6 +454,31 @@ class TFCluster:
         return [Failure(node, _executor_lost_error(node, spark_id, reason))
                 for spark_id, reason in self.launcher.lost_executors(set(watched)).items()
                 if (node := watched[spark_id]).state not in TERMINAL_STATES]  # not finished before it went
+
+    def _start_job_failure(self, server: ReservationServer, job_error: str,
+                           executor_ids: list[int]) -> NodeFailure | None:
+        """The failed start job as a node failure: the node of an executor Spark lost; else the nodes'
+        own reports, waiting up to ``failure_gather_secs`` for them (the reservation server notices a
+        start task that died a moment after Spark does); else the node of the start task Spark names."""
+        lost = self._lost_node_failure(job_error)
+        if lost is not None:
+            return lost
+        deadline = time.monotonic() + self.failure_gather_secs
+        version = server.version
+        while (reported := self._reported_failure(server)) is None and time.monotonic() < deadline:
+            version = server.wait_for_change(version, timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+        if reported is not None:
+            return reported
+        match = _FAILED_START_TASK.search(job_error)
+        if match is None or int(match.group(1)) >= len(executor_ids):
+            return None
+        eid = executor_ids[int(match.group(1))]
+        node = next((n for n in server.nodes() if n.executor_id == eid), None)
+        if node is None:  # it never registered: what the template says it was
+            job, index = self.template.roles[eid]
+            node = NodeRecord(eid, "an executor", 0, job, index, {})
+        reason = match.group(2).strip() or "no reason given"
+        return NodeFailure(node, f"its start task failed in Spark before the cluster started: {reason}")
 
     def _reported_failure(self, server: ReservationServer) -> NodeFailure | None:
         """The nodes' own failure reports, when the start job failed because a node did (its traceback
@@ -798,7 +829,8 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         tensorboard: bool = False, input_mode: int = InputMode.TENSORFLOW, log_dir: str | None = None,
         driver_ps_nodes: bool = False, master_node: str | None = None, reservation_timeout: float = 600,
         queues: Any = None, eval_node: bool = False, release_port: bool = True,
-        relay: str | None = None, max_restarts: int = 0, plot: str | bool | None = None) -> TFCluster:
+        relay: str | None = None, max_restarts: int = 0, plot: str | bool | None = None,
+        spawner: ProcessSpawner | None = None) -> TFCluster:
     """Start a TF cluster of ``num_executors`` nodes on the Spark application of ``sc``.
 
     Roles are assigned in order: ``num_ps`` parameter servers, then ``master_node`` ('chief'
@@ -827,6 +859,9 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
     metrics against step to this path (local or ``hdfs://``; relative to the working directory),
     or with ``True`` to ``tfos-progress-<cluster id>.png`` in the working directory. Needs
     matplotlib (``pip install 'tfos[plot]'``).
+
+    ``spawner``: how each node starts its TF process (:mod:`tfos.cluster.spawner`); by default it
+    is forked from the executor's warm launcher. It is shipped to the executors, so it must pickle.
     """
     from tfos.cluster.relay import RELAY_ENV, DriverRelay, ensure_visible, resolve_level
 
@@ -838,6 +873,11 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         # local[N]: the nodes run in this process's console already; relaying would print every line twice
         relay_level = "off"
     validate_arguments(main_fun, num_executors, num_ps, reservation_timeout)
+    if spawner is not None:
+        try:
+            check_spawner(spawner)
+        except TypeError as exc:
+            raise ClusterConfigError(str(exc)) from None
     try:
         FailurePolicy(max_restarts)
     except ValueError as exc:
@@ -867,7 +907,7 @@ def run(sc: Any, main_fun: Callable[[Any, NodeContext], Any], tf_args: Any, num_
         cluster_id=uuid.uuid4().hex[:12], secret=server.secret, server_address=address,
         roles=template_.roles, main_fun=main_fun, tf_args=tf_args, input_mode=input_mode,
         default_fs=_default_fs(sc), working_dir=os.getcwd(), reservation_timeout=float(reservation_timeout),
-        tensorboard=tensorboard, log_dir=log_dir, release_port=release_port,
+        tensorboard=tensorboard, log_dir=log_dir, release_port=release_port, spawner=spawner,
     )
     cluster = TFCluster(sc, config, server, template_, driver_ps_nodes, max_restarts=max_restarts,
                         new_server=new_server)

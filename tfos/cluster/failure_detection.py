@@ -48,7 +48,8 @@ def detect_failures(nodes: Iterable[NodeRecord], now: float, silence_secs: float
 
 # How a node's own death reads (its process killed, its executor lost, silence), as opposed to an
 # error its main raised, e.g. a MultiWorkerMirroredStrategy collective that failed because a peer died.
-_ROOT_CAUSES = ("killed by signal", "exited with status", "was lost", "no heartbeat for")
+_ROOT_CAUSES = ("killed by signal", "exited with status", "was lost", "no heartbeat for",
+                "went away while it waited", "worker exited unexpectedly")
 
 
 def is_root_cause(error: str) -> bool:

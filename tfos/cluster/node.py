@@ -6,14 +6,13 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import traceback
 from dataclasses import replace
 
-from tfos.cluster import lifetime, prefork, template
+from tfos.cluster import lifetime, template
 from tfos.cluster.context import NodeContext
 from tfos.cluster.gpus import (
     GpuAssignment,
@@ -25,6 +24,7 @@ from tfos.cluster.gpus import (
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node_logging import NodeLogAdapter
 from tfos.cluster.payload import PAYLOAD_FILE, NodeConfig, PayloadForProcess
+from tfos.cluster.spawner import SpawnedProcess, SpawnRequest, TFProcessSpawner
 from tfos.io.hadoop_env import hadoop_env
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import FAILED
@@ -74,7 +74,7 @@ class Node:
         self.name = f"{self.job_name}:{self.task_index}"
         self.log = NodeLogAdapter(logger, {"node": self.name})
         self.client = ReservationClient(config.server_address, config.secret)
-        self.process: subprocess.Popen | prefork.LaunchedProcess | None = None
+        self.process: SpawnedProcess | None = None
         self.gpu: GpuAssignment | None = None
         self.feed_dir = ""
         self.node_dir = ""
@@ -167,13 +167,8 @@ class Node:
         fd = os.open(payload_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             cloudpickle.dump(payload, f)
-        if prefork.enabled() and not pass_fds:
-            self.process = prefork.launch(payload_path, env, os.getcwd())
-        else:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tfos.cluster.tf_process", payload_path],
-                env=env, pass_fds=pass_fds, cwd=os.getcwd(),  # no new session: it ends with the executor
-            )
+        spawner = cfg.spawner or TFProcessSpawner()
+        self.process = spawner.spawn(SpawnRequest(self.name, payload_path, env, os.getcwd(), pass_fds))
         if not cfg.release_port:
             port_sock.close()
         self.log.info("started TF process pid %d (TF_CONFIG task %s)", self.process.pid, self.name)

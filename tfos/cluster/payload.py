@@ -38,6 +38,7 @@ class NodeConfig:
     env: dict[str, str] = field(default_factory=dict)
     heartbeat_interval: float = 2.0
     restart_count: int = 0  # which generation of the cluster's nodes this is (0: the first)
+    spawner: Any = None  # a tfos.cluster.spawner.ProcessSpawner; None: the default (warm launcher)
 
     def tensorboard_node(self) -> tuple[str, int]:
         """TensorBoard runs on the chief/master, or on worker 0 when there is none."""

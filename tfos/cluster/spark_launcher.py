@@ -7,6 +7,8 @@ an in-process fake (``tests/fake_launcher.py``) to drive the lifecycle without S
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, Protocol
 
 from tfos.cluster.node import start_task
@@ -40,13 +42,14 @@ class SparkLauncher:
         self._probe: Any = None
 
     def run_start_job(self, config: NodeConfig, executor_ids: list[int], group: str, description: str) -> None:
-        def start_partition(index: int, _rows: Any) -> Any:
-            start_task(config, executor_ids[index])
-            return iter(())
-
         self.sc.setJobGroup(group, description, interruptOnCancel=True)
         rdd = self.sc.parallelize(range(len(executor_ids)), len(executor_ids))
-        rdd.barrier().mapPartitionsWithIndex(start_partition).collect()
+        rdd.barrier().mapPartitionsWithIndex(self.start_function(config, executor_ids)).collect()
+
+    def start_function(self, config: NodeConfig, executor_ids: list[int]) -> Callable[[int, Any], Iterator[Any]]:
+        """The function each start task runs on its partition (shipped to the executors, so it must not
+        hold the launcher: a subclass returns its own, e.g. to delay one node's start in a chaos test)."""
+        return partial(start_partition, config, executor_ids)
 
     def cancel(self, group: str) -> None:
         try:
@@ -70,3 +73,9 @@ class SparkLauncher:
         from tfos.cluster.executor_loss import lost_in_job_error
 
         return lost_in_job_error(message)
+
+
+def start_partition(config: NodeConfig, executor_ids: list[int], index: int, _rows: Any) -> Iterator[Any]:
+    """Start task ``index`` starts the node of executor id ``executor_ids[index]``."""
+    start_task(config, executor_ids[index])
+    return iter(())

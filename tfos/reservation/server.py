@@ -19,11 +19,13 @@ import hashlib
 import hmac
 import logging
 import math
+import select
 import socket
 import socketserver
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +42,7 @@ STOPPED = "stopped"
 TERMINAL_STATES = frozenset({FINISHED, FAILED, STOPPED})
 _REQUIRED_REGISTRATION_FIELDS = {"executor_id": int, "host": str, "port": int, "job_name": str, "task_index": int}
 MAX_LONG_POLL_SECS = 3600.0
+PEER_CHECK_SECS = 0.2  # how often a long poll checks that its requester is still connected
 STOP_REQUEST = "stop_request"  # the one message the stop key may sign
 LOG_STREAMS = frozenset({"out", "err", "log"})
 MAX_LOG_LINES_PER_MESSAGE = 5000
@@ -205,6 +208,19 @@ class LogSink(Protocol):
     def deliver(self, node: str, lines: list[tuple[str, int, str]], dropped: int) -> None: ...
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer has closed ``sock`` (EOF or reset is waiting), without consuming anything."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
 @dataclass(eq=False)
 class _Connection:
     """One accepted connection; ``authenticated`` once a frame signed with the secret was accepted on it."""
@@ -268,7 +284,7 @@ class _Handler(socketserver.BaseRequestHandler):
             except OSError:
                 return
             try:
-                reply_type, body = owner.dispatch(msg)
+                reply_type, body = owner.dispatch(msg, peer_gone=lambda: _peer_closed(sock))
             except ProtocolError as exc:
                 owner.count_rejected(exc.reason)
                 logger.warning("reservation server: rejected %r from %s (reason %s): %s", msg.type, peer,
@@ -595,10 +611,13 @@ class ReservationServer:
         return True
 
     # message handling ----------------------------------------------------------------------
-    def dispatch(self, msg: Message) -> tuple[str, dict[str, Any]]:
+    def dispatch(self, msg: Message, peer_gone: Callable[[], bool] | None = None) -> tuple[str, dict[str, Any]]:
+        """Answer one authenticated request. ``peer_gone()`` says whether the requester has closed its
+        connection meanwhile (a long poll uses it to notice a start task that died while it waited)."""
+        if msg.type == protocol.AWAIT_SPEC:
+            return protocol.OK, self._on_await_spec(msg.body, peer_gone)
         handler = {
             protocol.REGISTER: self._on_register,
-            protocol.AWAIT_SPEC: self._on_await_spec,
             protocol.HEARTBEAT: self._on_heartbeat,
             protocol.REPORT: self._on_report,
             protocol.AWAIT_STOP: self._on_await_stop,
@@ -659,14 +678,41 @@ class ReservationServer:
             raise ProtocolError(f"timeout must be a non-negative number, got {timeout!r}")
         return min(float(timeout), MAX_LONG_POLL_SECS)
 
-    def _on_await_spec(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _on_await_spec(self, body: dict[str, Any], peer_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Wait until every node registered. A registered node whose start task closes this long poll
+        before the cluster formed has died (its Python worker crashed or was killed, its task was
+        cancelled): it is marked failed at once, so the driver need not wait for Spark to say so."""
         timeout = self._bounded_timeout(body)
+        deadline = time.monotonic() + timeout
         with self._cond:
-            ready = self._cond.wait_for(lambda: len(self._nodes) >= self.expected or self.closed, timeout)
-            if not ready or self.closed:
+            while not (len(self._nodes) >= self.expected or self.closed):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, PEER_CHECK_SECS) if peer_gone is not None else left)
+                if peer_gone is not None and not (len(self._nodes) >= self.expected or self.closed) and peer_gone():
+                    self._start_task_gone(body)
+                    return {"ready": False, "missing": []}
+            if len(self._nodes) < self.expected or self.closed:
                 missing = sorted(set(range(self.expected)) - set(self._nodes))
                 return {"ready": False, "missing": missing}
             return {"ready": True, "nodes": self._spec_locked()}
+
+    def _start_task_gone(self, body: dict[str, Any]) -> None:
+        """The start task of the node of ``body`` closed its connection while waiting for the others
+        (called with the lock held): the node failed before the cluster started."""
+        node = self._nodes.get(body.get("executor_id"))  # type: ignore[arg-type]
+        if node is None or node.state != REGISTERED:
+            return
+        node.state = FAILED
+        node.error = (f"the start task of {node.name} (executor {node.executor_id} on {node.host}, pid "
+                      f"{node.info.get('pid')}) went away while it waited for the other nodes to register: its "
+                      f"Python worker was killed or crashed, or Spark killed the task; see that executor's log")
+        node.last_seen = time.monotonic()
+        self._version += 1
+        self._cond.notify_all()
+        logger.error("node %s (executor %d on %s) is %s: %s", node.name, node.executor_id, node.host, FAILED,
+                     node.error)
 
     def _on_heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
         feed = _feed_counts(body.get("feed"))
