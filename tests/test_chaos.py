@@ -189,6 +189,19 @@ def test_chief_killed_while_exporting_restarts_and_the_export_completes(sc, tmp_
     assert_no_tf_process_left(out)
 
 
+def test_chief_killed_while_exporting_without_restarts_fails_naming_it_within_10s(sc, tmp_path, start):
+    args = {**mnist_args(tmp_path), "export_dir": str(tmp_path / "export"), "epochs": 2}
+    cluster = start(sc, chaos_mains.mnist_resuming_fit, args, 2)
+    out = tmp_path / "out"
+    wait_for(out / "exporting-worker-0-gen0")
+    os.kill(int((out / "pid-worker-0-gen0").read_text()), signal.SIGKILL)
+    killed = time.monotonic()
+    with pytest.raises(NodeFailure, match=r"TF node worker:0 \(executor 0 on 127.0.0.1\) failed"):
+        cluster.shutdown(timeout=300)
+    assert cluster._failed_at - killed < 10 and cluster.state == "failed"
+    assert_no_tf_process_left(out)  # worker:1, in the middle of the export's collectives, was stopped too
+
+
 def test_restart_resumes_from_a_checkpoint_on_hdfs(sc, hdfs_url, tmp_path, start):
     import uuid
 
