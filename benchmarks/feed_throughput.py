@@ -30,7 +30,9 @@ workers on 127.0.0.1) with MNIST-shaped rows built from the real training images
 (d) Inference: ``cluster.inference(rdd)`` with a numpy nearest-centroid model on the TF side
     (``feed.batches(128)`` -> predictions -> ``feed.batch_results``) against
     ``rdd.mapPartitions`` running the same model per 128-row batch with no TF cluster; both
-    counted by the same ``mapPartitions`` + ``collect``, alternately, best of ``--repeats`` (2).
+    counted by the same ``mapPartitions`` + ``collect``, alternately, best of ``--repeats`` (2),
+    for a **cached** RDD of the rows (materialised before timing: both paths pay only reading the
+    cache) and a **computed** one (rows made in the map stage of each job), ``--d-inputs``.
 
 Every comparison alternates its paths, best of ``--repeats`` each: (a)'s tfos path, baseline
 and single-process bound; (b)'s tfos feed and the Spark scan (after one untimed warm-up scan;
@@ -62,6 +64,8 @@ minutes) is stopped, after the Spark application and the standalone cluster.
 
     .venv/bin/python benchmarks/feed_throughput.py --sizes 60000,1000000
     .venv/bin/python benchmarks/feed_throughput.py --sizes 6000 --only a,d
+    .venv/bin/python benchmarks/feed_throughput.py --sizes 200000 --only d --partitions 4 --batch-size 256
+    # (d) alone, in issue 15's set-up (add --d-inputs cached for the cached RDD only)
     .venv/bin/python benchmarks/feed_throughput.py --baseline-max-rows 200000   # shorter baseline at 1M
 
 Prints progress lines, then one table per size (rows/s, ratios, targets, PASS/FAIL) and one
@@ -92,6 +96,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.feed.compare import compare, parse_only, parse_sizes  # noqa: E402
 from benchmarks.feed.data import make_rows  # noqa: E402, F401 - benchmarks/feed_parts.py imports it from here
+from benchmarks.feed.inference import INPUTS, parse_inputs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="old way without TFoS's task_done() per row and join() per partition (faster)")
     cmp_.add_argument("--queue-rows", type=int, default=4096,
                       help="bound of the baseline's manager queue (TFoS's was unbounded, with a join per partition)")
+    cmp_.add_argument("--d-inputs", type=parse_inputs, default=list(INPUTS),
+                      help="(d): the RDDs to infer over, a subset of cached,computed (default both)")
     cmp_.add_argument("--image-column", choices=["binary", "array"], default="binary",
                       help="(b): the image as 784 raw bytes or as array<tinyint>")
     cmp_.add_argument("--executor-memory", default="3g", help="spark.executor.memory (the (b) cache lives there)")

@@ -1,6 +1,7 @@
 """The ``compare`` sub-command (the default): :class:`Bench` runs each measurement of
-``feed_throughput`` ((a) tfos / baseline / single-process bound, (b), (c), (d)) for each size on
-a Spark standalone cluster, alternating the paths, and :func:`compare` drives a run."""
+``feed_throughput`` ((a) tfos / baseline / single-process bound, (b), (c); (d) is in
+``benchmarks.feed.inference``) for each size on a Spark standalone cluster, alternating the
+paths, and :func:`compare` drives a run."""
 
 from __future__ import annotations
 
@@ -28,18 +29,16 @@ from benchmarks.feed.harness import (
     read_results,
     wait_ready,
 )
+from benchmarks.feed.inference import d_inference
 from benchmarks.feed.report import print_report
 from benchmarks.feed.workloads import (
     arrow_images,
     baseline_feed,
     baseline_final,
-    count_and_sum,
     count_batches,
     main_a,
     main_b,
     main_baseline,
-    main_d,
-    predict_partition,
 )
 
 ROWS_PER_PARTITION = 25_000
@@ -154,7 +153,7 @@ class Bench:
                 if "b" in parts:
                     res["b"] = self.b_dataframe(n, expected)
                 if "d" in parts:
-                    res["d"] = self.d_inference(sc, n)
+                    res["d"] = d_inference(self, sc, n)
             finally:
                 self.stop_spark()
         return res
@@ -336,48 +335,6 @@ class Bench:
         scanned = df.mapInArrow(count_batches, "n long").agg(F.sum("n")).collect()[0][0]
         if scanned != n:
             raise RuntimeError(f"the scan counted {scanned} rows of {n}")
-
-    # ---- (d) ----------------------------------------------------------------------------------
-    def d_inference(self, sc: Any, n: int) -> dict:
-        tag = f"d-{n}"
-        bs = self.opts.batch_size
-        repeats = self.opts.repeats
-        rdd = self.index_rdd(sc, n).mapPartitions(make_rows)
-        self.log(f"(d) inference of {n:,} rows, {repeats} time(s) each, alternating: direct rdd.mapPartitions(numpy "
-                 f"model) and tfos cluster.inference(rdd) -> batches({bs}) -> numpy model -> batch_results")
-        direct_s, tfos_s, checks = [], [], []
-        with Watchdog(self.opts.timeout * repeats, "(d) inference", sc), \
-                self.tf_cluster(sc, main_d, self.node_args(tag)) as cluster:
-            wait_ready(self.out, tag, WORKERS, 120, cluster)
-            self.sampler.begin(tag)
-            try:
-                for i in range(repeats):
-                    t = time.time()
-                    direct = rdd.mapPartitions(partial(predict_partition, bs)).mapPartitions(count_and_sum).collect()
-                    direct_s.append(time.time() - t)
-                    t = time.time()
-                    ours = cluster.inference(rdd).mapPartitions(count_and_sum).collect()
-                    tfos_s.append(time.time() - t)
-                    d_rows, d_sum = (sum(x) for x in zip(*direct, strict=True))
-                    t_rows, t_sum = (sum(x) for x in zip(*ours, strict=True))
-                    checks.append({"outputs": {"direct": d_rows, "tfos": t_rows},
-                                   "prediction_sum": {"direct": d_sum, "tfos": t_sum},
-                                   "ok": d_rows == t_rows == n and d_sum == t_sum})
-                    self.log(f"(d) run {i + 1}: direct {n / direct_s[-1]:,.0f} rows/s ({direct_s[-1]:.1f}s), tfos "
-                             f"{n / tfos_s[-1]:,.0f} rows/s ({tfos_s[-1]:.1f}s) [outputs {t_rows:,} and {d_rows:,}; "
-                             f"prediction sums {'equal' if d_sum == t_sum else 'DIFFER'}]")
-                cluster.shutdown(timeout=self.opts.timeout)
-            finally:
-                rss = self.sampler.end()
-        nodes = read_results(self.out, tag, WORKERS, 60)
-        out = {"direct_s": [round(x, 2) for x in direct_s], "tfos_s": [round(x, 2) for x in tfos_s],
-               "direct_rows_per_s": round(n / min(direct_s)), "tfos_rows_per_s": round(n / min(tfos_s)),
-               "rate": f"best of {repeats}", "runs": checks, "rows_per_node": [nd["rows"] for nd in nodes], "rss": rss,
-               "check": "ok" if all(c["ok"] for c in checks) else "MISMATCH"}
-        self.log(f"(d) best of {repeats}: tfos {out['tfos_rows_per_s']:,} rows/s, direct {out['direct_rows_per_s']:,} "
-                 f"rows/s [{out['check']}]")
-        return out
-
 
 def partitions_for(n: int, override: int | None = None) -> int:
     """8 partitions, more for big inputs so that a partition stays near 25,000 rows."""

@@ -1,7 +1,7 @@
-"""The harness of the feed benchmarks: waiting for the TF nodes' JSON files, peak RSS sampled
-from ``/proc`` (:class:`RssSampler`), a per-measurement :class:`Watchdog`, stopping the run's
-left-over processes (:func:`kill_marked`), and the stand-in consumer process of the
-micro-benchmarks (:func:`consume`)."""
+"""The harness of the feed benchmarks: waiting for the TF nodes' JSON files, peak RSS and CPU
+seconds from ``/proc`` (:class:`RssSampler`, :func:`cpu_seconds`), a per-measurement
+:class:`Watchdog`, stopping the run's left-over processes (:func:`kill_marked`), and the
+stand-in consumer process of the micro-benchmarks (:func:`consume`)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,42 @@ def _marked_processes(marker: bytes) -> list[tuple[int, bytes]]:
     return found
 
 
+def process_groups(marker: bytes, out: str) -> dict[str, list[int]]:
+    """This run's processes by group: ``tf`` (the pids ``main_fun`` recorded in ``out``), ``feed``
+    (Spark Python workers, by the executors' environment marker) and ``jvm`` (executor JVMs)."""
+    pids: dict[str, list[int]] = {g: [] for g in ("tf", "feed", "jvm")}
+    for pid, cmd in _marked_processes(marker):
+        if b"pyspark.daemon" in cmd or b"pyspark.worker" in cmd:
+            pids["feed"].append(pid)
+        elif b"CoarseGrainedExecutorBackend" in cmd:
+            pids["jvm"].append(pid)
+    for name in os.listdir(out):
+        if name.startswith("tfpid-"):
+            try:
+                with open(os.path.join(out, name)) as f:
+                    pids["tf"].append(int(json.load(f)["pid"]))
+            except (OSError, ValueError, KeyError):
+                pass
+    return pids
+
+
+def cpu_seconds(marker: bytes, out: str) -> dict[str, float]:
+    """User + system CPU seconds used so far by each group of :func:`process_groups` (live processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for group, pids in process_groups(marker, out).items():
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, ValueError, IndexError):
+                continue
+        used[group] = total / tick
+    return used
+
+
 class RssSampler(threading.Thread):
     """Every ``interval`` s during a phase: RSS of the TF processes and of the Spark Python workers.
 
@@ -115,20 +151,7 @@ class RssSampler(threading.Thread):
         self._stop_event.set()
 
     def _scan(self) -> None:
-        pids: dict[str, list[int]] = {g: [] for g in self.GROUPS}
-        for pid, cmd in _marked_processes(self.marker):
-            if b"pyspark.daemon" in cmd or b"pyspark.worker" in cmd:
-                pids["feed"].append(pid)
-            elif b"CoarseGrainedExecutorBackend" in cmd:
-                pids["jvm"].append(pid)
-        for name in os.listdir(self.out):
-            if name.startswith("tfpid-"):
-                try:
-                    with open(os.path.join(self.out, name)) as f:
-                        pids["tf"].append(int(json.load(f)["pid"]))
-                except (OSError, ValueError, KeyError):
-                    pass
-        self._pids = pids
+        self._pids = process_groups(self.marker, self.out)
 
     def _sample(self, name: str | None) -> None:
         if name is None:

@@ -47,9 +47,9 @@ def evaluate(results: dict[int, dict]) -> tuple[dict, list[tuple]]:
             target(n, "(b) tfos DataFrame / (a) baseline", _ratio(b["rows_per_s"], base_rate), TARGETS["b_vs_baseline"])
             target(n, "(b) tfos DataFrame / mapInArrow scan", _ratio(b["rows_per_s"], b["scan_rows_per_s"]),
                    TARGETS["b_vs_scan"])
-        if d:
-            target(n, "(d) tfos inference / direct mapPartitions",
-                   _ratio(d["tfos_rows_per_s"], d["direct_rows_per_s"]), TARGETS["d_vs_direct"])
+        for kind in _d_kinds(d):
+            target(n, f"(d) tfos inference / direct mapPartitions, {kind} RDD",
+                   _ratio(d[kind]["tfos_rows_per_s"], d[kind]["direct_rows_per_s"]), TARGETS["d_vs_direct"])
     sizes = sorted(results)
     for phase in ("a_tfos", "b"):
         have = [n for n in sizes if results[n].get(phase, {}).get("rss")]
@@ -66,6 +66,27 @@ def evaluate(results: dict[int, dict]) -> tuple[dict, list[tuple]]:
             figures[f"{have[0]:,}->{have[-1]:,}"][label]["sum_over_processes_growth_mb"] = \
                 round(hi["peak_sum_mb"] - lo["peak_sum_mb"], 1)
     return figures, rows
+
+
+def _d_kinds(d: dict | None) -> list[str]:
+    """The kinds of input (``cached``, ``computed``) measured in (d)."""
+    return [k for k in ("cached", "computed") if d and k in d]
+
+
+def _cpu_median(runs: list[dict], path: str) -> str:
+    """Median CPU microseconds per row of ``path`` over (d)'s runs, per process group and summed."""
+    per_run = [r["cpu_us_per_row"][path] for r in runs if r.get("cpu_us_per_row")]
+    if not per_run:
+        return "-"
+
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    groups = {"tf": "TF process", "feed": "Spark Python worker", "jvm": "executor JVM"}
+    parts = [f"{label} {median([r.get(g, 0.0) for r in per_run]):.1f}" for g, label in groups.items()]
+    return ", ".join(parts) + f" (sum {median([sum(r.values()) for r in per_run]):.1f})"
 
 
 def _rates(result: dict) -> str:
@@ -97,12 +118,18 @@ def print_report(bench: Bench, elapsed: float) -> None:
             lines.append(("(b) Spark mapInArrow scan (cached)", b["scan_rows_per_s"],
                           f"runs {', '.join(f'{r:,}' for r in b['scan_runs'])}; cache {b['cached_mb']['memory']} MB "
                           f"in memory, {b['cached_mb']['disk']} MB on disk"))
-        if "d" in res:
-            d = res["d"]
-            lines.append(("(d) tfos cluster.inference", d["tfos_rows_per_s"], f"{d['rate']}; {d['check']}"))
-            lines.append(("(d) direct mapPartitions", d["direct_rows_per_s"], d["rate"]))
+        for kind in _d_kinds(res.get("d")):
+            d = res["d"][kind]
+            runs = " / ".join(f"{n / t:,.0f}" for t in d["tfos_s"])
+            lines.append((f"(d) tfos cluster.inference, {kind} RDD", d["tfos_rows_per_s"],
+                          f"{d['rate']}; {d['check']}; runs {runs}"))
+            runs = " / ".join(f"{n / t:,.0f}" for t in d["direct_s"])
+            lines.append((f"(d) direct mapPartitions, {kind} RDD", d["direct_rows_per_s"], f"{d['rate']}; runs {runs}"))
         for name, rate, note in lines:
             print(f"  {name:<44} {rate:>10,} rows/s   {note}")
+        for kind in _d_kinds(res.get("d")):
+            print(f"  CPU per row during (d), {kind} RDD (median of the runs, microseconds): "
+                  + "; ".join(f"{path}: {_cpu_median(res['d'][kind]['runs'], path)}" for path in ("tfos", "direct")))
         for key, label in (("a_tfos", "(a) tfos"), ("b", "(b) tfos")):
             ph = res.get(key, {}).get("phases")
             if ph:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from tfos.feed import arrow_codec as codec
 from tfos.feed import channel as ch
-from tfos.feed.chunking import ChunkSizer, iter_chunks
+from tfos.feed.chunking import ChunkSizer, encoded_chunks
 from tfos.feed.errors import FeedError, FeedTerminated, PeerGone
 from tfos.feed.plans import InferencePlan
 from tfos.feed.registry import pick_local_node
@@ -80,10 +80,7 @@ def infer_rows(plan: InferencePlan, partition: int, rows: Iterable[Any]) -> Iter
     session = _InferenceSession(plan, partition)
     try:
         encoder = codec.RowEncoder(partition)
-        sizer = ChunkSizer(plan.chunk_rows, plan.chunk_bytes)
-        for first, chunk in iter_chunks(rows, sizer):
-            batch = encoder.encode(chunk, first)
-            sizer.learn(batch)
+        for batch in encoded_chunks(rows, ChunkSizer(plan.chunk_rows, plan.chunk_bytes), encoder.encode):
             session.send(codec.to_ipc(batch), batch.num_rows)
             yield from session.ready()
         for values in session.finish():
