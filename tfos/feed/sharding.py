@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tfos.feed import arrow_codec as codec
-from tfos.feed.chunking import ChunkSizer, iter_chunks
+from tfos.feed.chunking import ChunkSizer, encoded_chunks
 from tfos.feed.errors import FeedError
 from tfos.feed.plans import ShardPlan
 from tfos.feed.progress import report_error
@@ -45,10 +45,10 @@ def shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator
     sizer = ChunkSizer(plan.chunk_rows, plan.chunk_bytes)
 
     def located() -> Iterator[tuple[int | None, int, pa.RecordBatch]]:
-        for first, chunk in iter_chunks(rows, sizer):
-            batch = encoder.encode(chunk, first)
-            sizer.learn(batch)
+        first = 0
+        for batch in encoded_chunks(rows, sizer, encoder.encode):  # the garbage collector paused per chunk
             yield partition, first, batch
+            first += batch.num_rows
 
     try:
         for k, n, payload in _split_by_shard(plan, located()):
