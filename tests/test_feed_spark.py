@@ -156,6 +156,9 @@ def test_uneven_partitions_give_every_worker_the_same_batches(sc, spark, nodes, 
                for s in report["shards"])
     assert all(s["spill_seconds"] + s["agree_seconds"] + s["feed_seconds"] < report["seconds"]
                for s in report["shards"])
+    # when the first rows reached a worker: after the input stage, the spill and the size exchange
+    assert 0 < summary["first_batch_seconds"] < report["seconds"]
+    assert summary["first_batch_seconds"] >= min(s["spill_seconds"] + s["agree_seconds"] for s in report["shards"])
 
 
 @pytest.mark.parametrize("train_kind", ["rdd", "dataframe"])  # RDD among the inputs / DataFrames only

@@ -351,6 +351,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
     desc = (f"tfos {cluster_id}: feeding {f'{num_epochs} epochs of ' if num_epochs > 1 else ''}{what} "
             f"to {n} worker{'s' if n > 1 else ''}")
     started = time.monotonic()
+    started_at = time.time()  # the feed tasks say when their first rows reached the nodes, in wall time
     failures: list[str] = []
 
     def on_task_error(message: str) -> None:  # a task failed: stop the job now instead of after Spark's retries
@@ -422,9 +423,14 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
     for q in names:
         states = [s["inputs"].get(q, {}).get("state") for s in shards]
         terminated = [s["node"] for s, st in zip(shards, states, strict=False) if st == "terminated"]
-        summary[q].update(rows_fed=fed[q], terminated=terminated)
-        logger.info("input %r: fed %d rows to %d workers in %.1fs (%.0f rows/s)%s", q, fed[q], n, elapsed,
-                    fed[q] / max(elapsed, 1e-6), f"; terminated early by {terminated}" if terminated else "")
+        firsts = [t for s in shards if (t := s["inputs"].get(q, {}).get("first_batch_at")) is not None]
+        first_batch = round(max(0.0, min(firsts) - started_at), 3) if firsts else None
+        summary[q].update(rows_fed=fed[q], terminated=terminated, first_batch_seconds=first_batch)
+        logger.info("input %r: fed %d rows to %d workers in %.1fs (%.0f rows/s)%s%s", q, fed[q], n, elapsed,
+                    fed[q] / max(elapsed, 1e-6),
+                    f"; the first rows reached a worker {first_batch:.2f}s after train() began"
+                    if first_batch is not None else "",
+                    f"; terminated early by {terminated}" if terminated else "")
     return {"feed_id": feed_id, "inputs": summary, "shards": shards, "seconds": elapsed}
 
 

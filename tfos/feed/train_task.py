@@ -196,7 +196,8 @@ def _feed_inputs(plan: TrainPlan, target: NodeTarget, shard: int, spills: list[S
 def feed_input(plan: TrainPlan, target: NodeTarget, shard: int, qi: int, spill: SpillFile, rows_per_epoch: int,
                 reporter: ProgressReporter | None, cancel: threading.Event) -> dict:
     """Feed one input of this shard (``qi``) to ``target`` from its spill file, ``rows_per_epoch`` rows
-    per epoch; returns ``{"state": "done" | "terminated", "rows": fed}``."""
+    per epoch; returns ``{"state": "done" | "terminated", "rows": fed, "first_batch_at": time.time() of
+    the first rows sent (in the node's socket, ready for it to read) or None}``."""
     qname = plan.qnames[qi]
     timeout = plan.feed_timeout
     fed = 0
@@ -209,12 +210,15 @@ def feed_input(plan: TrainPlan, target: NodeTarget, shard: int, qi: int, spill: 
         logger.info("%s: not feeding %s: %s", target.name, what, exc)
         return {"state": "terminated", "rows": 0}
     data_done = False
+    first_batch_at = None  # time.time() when the node had its first rows to read
     try:
         for epoch in range(plan.num_epochs):
             slow = (f"{target.name} to read more of {what} (epoch {epoch + 1}/{plan.num_epochs}): it stopped "
                     f"consuming; raise feed_timeout if a step can take longer")
             for payload, rows in spill.epoch(epoch, rows_per_epoch):
                 conn.send(ch.DATA, payload, timeout=timeout, what=slow)
+                if first_batch_at is None:
+                    first_batch_at = time.time()
                 fed += rows
                 if reporter is not None:
                     reporter.add(qname, rows)
@@ -238,4 +242,4 @@ def feed_input(plan: TrainPlan, target: NodeTarget, shard: int, qi: int, spill: 
         conn.close()
     if reporter is not None:
         reporter.state(qname, state)
-    return {"state": state, "rows": fed}
+    return {"state": state, "rows": fed, "first_batch_at": first_batch_at}
