@@ -17,6 +17,13 @@ workers on 127.0.0.1) with MNIST-shaped rows built from the real training images
       job fed ``None``), so every consumer knows it has seen everything;
     - **single-process bound**: the same rows (same ``make_rows``) through the same consumer
       in the driver process, no Spark, no transport.
+    The tfos path runs for a **computed** RDD (rows made in the map stage of each ``train``
+    call, as above) and for a **cached** one (made, cached and ``count()``-ed before any timing:
+    the feed then pays reading the cache, not making the rows), ``--a-inputs``; both are also
+    compared with issue 15's bound, the consumer alone over rows already in memory, and each
+    tfos run records where its wall time and CPU went (map stage + shuffle, spill, feed; Spark
+    Python workers, TF processes, executor JVMs) and when the first batch reached a TF node
+    (``benchmarks.feed.training``). The baseline runs with the computed RDD.
 (b) DataFrame ``image binary`` (784 raw bytes; ``--image-column array`` for ``array<tinyint>``)
     + ``label int``, cached and materialised first: tfos ``cluster.train(df)`` into
     ``feed.dataset(128)`` decoded and reduced in TensorFlow (no per-row Python in main_fun),
@@ -67,6 +74,8 @@ minutes) is stopped, after the Spark application and the standalone cluster.
     .venv/bin/python benchmarks/feed_throughput.py --sizes 200000 --only d --partitions 4 --batch-size 256
     # (d) alone, in issue 15's set-up (add --d-inputs cached for the cached RDD only)
     .venv/bin/python benchmarks/feed_throughput.py --baseline-max-rows 200000   # shorter baseline at 1M
+    .venv/bin/python benchmarks/feed_throughput.py --sizes 60000,200000 --only a --partitions 4 --a-inputs cached
+    # (a) for a cached RDD alone (issue 15), with where its time and CPU go
 
 Prints progress lines, then one table per size (rows/s, ratios, targets, PASS/FAIL) and one
 JSON line with every figure. The exit status is 0 whether or not targets are met.
@@ -81,7 +90,8 @@ The earlier micro-benchmarks stay available as sub-commands:
     .venv/bin/python benchmarks/feed_throughput.py spark --rows 100000 --workers 2 --epochs 2
 
 This file is the command line; the code is in ``benchmarks/feed/`` (one module per sub-command:
-``compare``, ``channel``, ``spark``; and ``report``, ``workloads``, ``data``, ``harness``).
+``compare``, ``channel``, ``spark``; (a) in ``training``, (d) in ``inference``; and ``report``,
+``figures``, ``workloads``, ``data``, ``harness``).
 """
 
 from __future__ import annotations
@@ -97,6 +107,8 @@ sys.path.insert(0, ROOT)
 from benchmarks.feed.compare import compare, parse_only, parse_sizes  # noqa: E402
 from benchmarks.feed.data import make_rows  # noqa: E402, F401 - benchmarks/feed_parts.py imports it from here
 from benchmarks.feed.inference import INPUTS, parse_inputs  # noqa: E402
+from benchmarks.feed.training import INPUTS as A_INPUTS  # noqa: E402
+from benchmarks.feed.training import parse_a_inputs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
                       help="old way without TFoS's task_done() per row and join() per partition (faster)")
     cmp_.add_argument("--queue-rows", type=int, default=4096,
                       help="bound of the baseline's manager queue (TFoS's was unbounded, with a join per partition)")
+    cmp_.add_argument("--a-inputs", type=parse_a_inputs, default=list(A_INPUTS),
+                      help="(a): the RDDs to train on, a subset of cached,computed (default both; the old-way "
+                           "baseline runs with computed)")
     cmp_.add_argument("--d-inputs", type=parse_inputs, default=list(INPUTS),
                       help="(d): the RDDs to infer over, a subset of cached,computed (default both)")
     cmp_.add_argument("--image-column", choices=["binary", "array"], default="binary",

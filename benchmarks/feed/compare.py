@@ -1,7 +1,7 @@
 """The ``compare`` sub-command (the default): :class:`Bench` runs each measurement of
-``feed_throughput`` ((a) tfos / baseline / single-process bound, (b), (c); (d) is in
-``benchmarks.feed.inference``) for each size on a Spark standalone cluster, alternating the
-paths, and :func:`compare` drives a run."""
+``feed_throughput`` ((a)'s old-way baseline, (b), (c); (a)'s tfos path and bounds are in
+``benchmarks.feed.training``, (d) in ``benchmarks.feed.inference``) for each size on a Spark
+standalone cluster, alternating the paths, and :func:`compare` drives a run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from functools import partial
 from typing import Any
 
 from benchmarks.feed import data, workloads
-from benchmarks.feed.data import Consumer, expected_sums, make_rows, mnist, model
+from benchmarks.feed.data import expected_sums, mnist, model
+from benchmarks.feed.figures import best_of, check, phases, summarize
 from benchmarks.feed.harness import (
     MARKER_ENV,
     WORKERS,
@@ -31,12 +32,12 @@ from benchmarks.feed.harness import (
 )
 from benchmarks.feed.inference import d_inference
 from benchmarks.feed.report import print_report
+from benchmarks.feed.training import a_training
 from benchmarks.feed.workloads import (
     arrow_images,
     baseline_feed,
     baseline_final,
     count_batches,
-    main_a,
     main_b,
     main_baseline,
 )
@@ -133,17 +134,10 @@ class Bench:
         # workers sampled during (a)-tfos and (b) starts from the same state at every size
         # (Python workers are reused within an application and keep their peak).
         if "a" in parts:
-            bounds = [self.a_bound(n, expected)]
             sc = self.start_spark(n, "a")
             try:
                 self.warm_up(sc)
-                runs, baselines = [], []
-                for i in range(self.opts.repeats):  # bound, tfos and baseline alternate; the best of each counts
-                    if i:
-                        bounds.append(self.a_bound(n, expected))
-                    runs.append(self.a_tfos(sc, n, expected, i))
-                    baselines.append(self.a_baseline(sc, n, i))
-                res["a_bound"], res["a_tfos"], res["a_baseline"] = best_of(bounds), best_of(runs), best_of(baselines)
+                res.update(a_training(self, sc, n, expected))
             finally:
                 self.stop_spark()
         if parts & {"b", "d"}:
@@ -176,59 +170,7 @@ class Bench:
     def index_rdd(self, sc: Any, n: int) -> Any:
         return sc.range(0, n, numSlices=partitions_for(n, self.opts.partitions))
 
-    # ---- (a) ----------------------------------------------------------------------------------
-    def a_bound(self, n: int, expected: dict) -> dict:
-        self.log(f"(a) single-process bound: make_rows + consume, {n:,} rows in this process")
-        bs = self.opts.batch_size
-        consumer = Consumer()
-        t0 = time.time()
-        batch: list = []
-        for row in make_rows(range(n)):
-            batch.append(row)
-            if len(batch) == bs:
-                consumer.consume(batch)
-                batch = []
-        if batch:
-            consumer.consume(batch)
-        seconds = time.time() - t0
-        # for information: the consumer alone, on rows made beforehand
-        sample = list(make_rows(range(min(n, 20_000))))
-        only = Consumer()
-        t1 = time.time()
-        for i in range(0, len(sample), bs):
-            only.consume(sample[i:i + bs])
-        consume_only = len(sample) / (time.time() - t1)
-        out = {"seconds": round(seconds, 2), "rows_per_s": round(n / seconds), "consumed": consumer.report(),
-               "check": check(consumer.report(), expected), "consume_only_rows_per_s": round(consume_only)}
-        self.log(f"(a) bound: {out['rows_per_s']:,} rows/s ({seconds:.1f}s; consume alone "
-                 f"{out['consume_only_rows_per_s']:,} rows/s) [{out['check']}]")
-        return out
-
-    def a_tfos(self, sc: Any, n: int, expected: dict, run: int = 0) -> dict:
-        tag = f"a-{n}-{run}"
-        per_worker = n // WORKERS
-        self.log(f"(a) tfos: cluster.train(RDD of {n:,} Python rows) -> next_batch({self.opts.batch_size})")
-        with Watchdog(self.opts.timeout, "(a) tfos", sc), \
-                self.tf_cluster(sc, main_a, self.node_args(tag, rows_per_worker=per_worker)) as cluster:
-            wait_ready(self.out, tag, WORKERS, 120, cluster)
-            self.sampler.begin(tag)
-            try:
-                t0 = time.time()
-                report = cluster.train(self.index_rdd(sc, n).mapPartitions(make_rows), num_epochs=1)
-                train_s = time.time() - t0
-                cluster.shutdown(timeout=self.opts.timeout)
-            finally:
-                rss = self.sampler.end()
-        nodes = read_results(self.out, tag, WORKERS, 60)
-        out = summarize(nodes, t0, n)
-        dropped = report["inputs"]["input"]["remainder_rows_per_epoch"]
-        out.update(train_call_s=round(train_s, 2), rows_fed=report["inputs"]["input"]["rows_fed"],
-                   remainder_dropped=dropped, rss=rss, phases=phases(report),
-                   check=check(out["consumed"], expected) if not dropped else f"{dropped} remainder rows dropped")
-        self.log(f"(a) tfos: {out['rows_per_s']:,} rows/s ({out['seconds']:.1f}s, train() {train_s:.1f}s) "
-                 f"[{out['check']}]")
-        return out
-
+    # ---- (a) the old-way baseline (the tfos path and the bounds: benchmarks.feed.training) --------
     def a_baseline(self, sc: Any, n: int, run: int = 0) -> dict:
         cap = self.opts.baseline_max_rows
         nb = min(n, cap) if cap else n
@@ -339,44 +281,6 @@ class Bench:
 def partitions_for(n: int, override: int | None = None) -> int:
     """8 partitions, more for big inputs so that a partition stays near 25,000 rows."""
     return override or max(8, math.ceil(n / ROWS_PER_PARTITION))
-
-
-def summarize(nodes: list[dict], t0: float, expected_rows: int) -> dict:
-    consumed = {k: sum(nd[k] for nd in nodes) for k in ("rows", "label_sum", "pixel_sum")}
-    t_end = max(nd["t_last"] for nd in nodes if nd.get("t_last")) if any(nd.get("t_last") for nd in nodes) else t0
-    seconds = max(t_end - t0, 1e-6)
-    return {"seconds": round(seconds, 2), "rows_per_s": round(consumed["rows"] / seconds), "consumed": consumed,
-            "rows_per_node": [nd["rows"] for nd in nodes],
-            "tf_ru_maxrss_mb": [round(nd["ru_maxrss_mb"]) for nd in nodes]}
-
-
-def best_of(runs: list[dict]) -> dict:
-    """The fastest of ``runs`` (each with ``rows_per_s``), with every run's rate under ``runs`` and,
-    for (c), the largest RSS peaks seen in any of them."""
-    out = dict(max(runs, key=lambda r: r["rows_per_s"]))
-    out["runs"] = [r["rows_per_s"] for r in runs]
-    rsses = [r["rss"] for r in runs if r.get("rss")]
-    if rsses:
-        out["rss"] = {g: ({k: max(r[g][k] for r in rsses) for k in rsses[0][g]} if isinstance(rsses[0][g], dict)
-                          else max(r[g] for r in rsses)) for g in rsses[0]}
-    return out
-
-
-def phases(report: dict) -> dict:
-    """Where a ``train`` call's time went, from its report: each barrier task spilling its shard,
-    agreeing the shard sizes with the others, and feeding it; the rest of the call (``map_s``) is
-    the map stage that makes, encodes and routes the rows, the shuffle, and the barrier stage's start."""
-    tasks = [shard.get("spill_seconds", 0) + shard.get("agree_seconds", 0) + shard.get("feed_seconds", 0)
-             for shard in report["shards"]]
-    return {"map_s": round(report["seconds"] - max(tasks, default=0), 2),
-            "spill_s": [shard.get("spill_seconds") for shard in report["shards"]],
-            "agree_s": [shard.get("agree_seconds") for shard in report["shards"]],
-            "feed_s": [shard.get("feed_seconds") for shard in report["shards"]]}
-
-
-def check(consumed: dict, expected: dict) -> str:
-    diffs = [k for k in ("rows", "label_sum", "pixel_sum") if consumed.get(k) != expected[k]]
-    return "rows and checksums ok" if not diffs else f"MISMATCH in {diffs}: {consumed} vs {expected}"
 
 
 def compare(opts: argparse.Namespace) -> None:

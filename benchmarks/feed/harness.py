@@ -1,5 +1,6 @@
 """The harness of the feed benchmarks: waiting for the TF nodes' JSON files, peak RSS and CPU
-seconds from ``/proc`` (:class:`RssSampler`, :func:`cpu_seconds`), a per-measurement
+seconds from ``/proc`` (:class:`RssSampler`, :func:`cpu_seconds`, :func:`timed`, :class:`CpuTimeline`),
+caching an input before timing (:func:`cache_rdd`), a per-measurement
 :class:`Watchdog`, stopping the run's left-over processes (:func:`kill_marked`), and the
 stand-in consumer process of the micro-benchmarks (:func:`consume`)."""
 
@@ -96,21 +97,121 @@ def process_groups(marker: bytes, out: str) -> dict[str, list[int]]:
     return pids
 
 
+def _cpu_ticks(pid: int) -> int | None:
+    """User + system CPU clock ticks used so far by ``pid`` (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cpu_seconds(marker: bytes, out: str) -> dict[str, float]:
     """User + system CPU seconds used so far by each group of :func:`process_groups` (live processes)."""
     tick = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {}
-    for group, pids in process_groups(marker, out).items():
-        total = 0
-        for pid in pids:
+    return {group: sum(t for t in map(_cpu_ticks, pids) if t is not None) / tick
+            for group, pids in process_groups(marker, out).items()}
+
+
+def timed(marker: bytes, out: str, n: int, job: Any) -> tuple[float, dict[str, float], Any]:
+    """Wall seconds, CPU microseconds per row by process group (TF processes, Spark Python workers,
+    executor JVMs) and the result of ``job()``, for a job over ``n`` rows."""
+    cpu0 = cpu_seconds(marker, out)
+    t = time.time()
+    result = job()
+    seconds = time.time() - t
+    cpu1 = cpu_seconds(marker, out)
+    return seconds, {g: round((cpu1[g] - cpu0.get(g, 0.0)) / n * 1e6, 1) for g in cpu1}, result
+
+
+def cpu_text(cpu: dict[str, dict[str, float]]) -> str:
+    """``{path: {group: us per row}}`` as one line, with the sum over the groups of each path."""
+    return "; ".join(f"{path} " + ", ".join(f"{g} {us:g}" for g, us in groups.items())
+                     + f" (sum {sum(groups.values()):.1f})" for path, groups in cpu.items())
+
+
+def cache_rdd(log: Any, what: str, rdd: Any, n: int) -> tuple[Any, dict]:
+    """``rdd`` cached and materialised (``count()``, which must be ``n``) before any timing; how long
+    that took and how much the cache holds (``log(message)`` says it too)."""
+    cached = rdd.cache()
+    t = time.time()
+    count = cached.count()
+    if count != n:
+        raise RuntimeError(f"{what} the cached RDD holds {count} rows, not {n}")
+    seconds = time.time() - t
+    mem = disk = parts = 0
+    for info in cached.context._jsc.sc().getRDDStorageInfo():  # the only RDD cached now
+        mem, disk, parts = mem + info.memSize(), disk + info.diskSize(), parts + info.numCachedPartitions()
+    log(f"{what} cached {n:,} rows in {seconds:.1f}s: {parts} of {cached.getNumPartitions()} partitions, "
+        f"{mem / 2**20:.0f} MB in memory, {disk / 2**20:.0f} MB on disk")
+    return cached, {"cache_s": round(seconds, 2), "cached_partitions": parts, "memory_mb": round(mem / 2**20),
+                    "disk_mb": round(disk / 2**20)}
+
+
+class CpuTimeline(threading.Thread):
+    """CPU seconds of each group of :func:`process_groups`, sampled every ``interval`` s (the groups'
+    pids found again every ``rescan`` s), so that a measurement's CPU can be split by phase
+    afterwards (:meth:`between`). A process that ends keeps the last count seen, so the totals
+    never fall; what a process uses between its start and its first sample counts from there."""
+
+    def __init__(self, marker: bytes, out: str, interval: float = 0.2, rescan: float = 1.0):
+        super().__init__(name="cpu-timeline", daemon=True)
+        self.marker, self.out, self.interval, self.rescan = marker, out, interval, rescan
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._pids: dict[str, list[int]] = {}
+        self._last: dict[int, tuple[str, int]] = {}
+        self._scanned = 0.0
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+
+    def sample(self) -> None:
+        """Take one sample now (also called by the thread)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._scanned >= self.rescan:
+                self._pids, self._scanned = process_groups(self.marker, self.out), now
+            for group, pids in self._pids.items():
+                for pid in pids:
+                    ticks = _cpu_ticks(pid)
+                    if ticks is not None:
+                        self._last[pid] = (group, ticks)
+            totals = {g: 0.0 for g in self._pids}
+            for group, ticks in self._last.values():
+                totals[group] = totals.get(group, 0.0) + ticks / self.tick
+            self.samples.append((time.time(), totals))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
             try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-            except (OSError, ValueError, IndexError):
-                continue
-        used[group] = total / tick
-    return used
+                self.sample()
+            except Exception as exc:  # noqa: BLE001 - sampling must never stop the benchmark
+                print(f"cpu timeline: {exc}", flush=True)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+        self.sample()
+
+    def at(self, t: float) -> dict[str, float]:
+        """CPU seconds per group at wall time ``t``, linearly interpolated between samples."""
+        with self._lock:
+            samples = list(self.samples)
+        if not samples:
+            return {}
+        before = [s for s in samples if s[0] <= t]
+        after = [s for s in samples if s[0] >= t]
+        if not before or not after:
+            return dict((before or after)[-1 if before else 0][1])
+        (ta, a), (tb, b) = before[-1], after[0]
+        w = (t - ta) / (tb - ta) if tb > ta else 0.0
+        return {g: a.get(g, 0.0) + w * (b.get(g, 0.0) - a.get(g, 0.0)) for g in set(a) | set(b)}
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        """CPU seconds per group used between wall times ``t0`` and ``t1``."""
+        a, b = self.at(t0), self.at(t1)
+        return {g: max(0.0, b.get(g, 0.0) - a.get(g, 0.0)) for g in sorted(set(a) | set(b))}
 
 
 class RssSampler(threading.Thread):

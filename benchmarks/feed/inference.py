@@ -15,12 +15,11 @@ the predictions must agree."""
 from __future__ import annotations
 
 import os
-import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.feed.data import make_rows
-from benchmarks.feed.harness import WORKERS, Watchdog, cpu_seconds, read_results, wait_ready
+from benchmarks.feed.harness import WORKERS, Watchdog, cache_rdd, cpu_text, read_results, timed, wait_ready
 from benchmarks.feed.workloads import count_and_sum, main_d, predict_partition
 
 if TYPE_CHECKING:
@@ -39,50 +38,17 @@ def parse_inputs(text: str) -> list[str]:
     return [k for k in INPUTS if k in kinds]
 
 
-def _cache(bench: Bench, rdd: Any, n: int) -> tuple[Any, dict]:
-    """``rdd`` cached and materialised; how long that took and how much it holds."""
-    cached = rdd.cache()
-    t = time.time()
-    count = cached.count()
-    if count != n:
-        raise RuntimeError(f"(d) the cached RDD holds {count} rows, not {n}")
-    seconds = time.time() - t
-    mem = disk = parts = 0
-    for info in cached.context._jsc.sc().getRDDStorageInfo():  # the only RDD cached now
-        mem, disk, parts = mem + info.memSize(), disk + info.diskSize(), parts + info.numCachedPartitions()
-    bench.log(f"(d) cached {n:,} rows in {seconds:.1f}s: {parts} of {cached.getNumPartitions()} partitions, "
-              f"{mem / 2**20:.0f} MB in memory, {disk / 2**20:.0f} MB on disk")
-    return cached, {"cache_s": round(seconds, 2), "cached_partitions": parts, "memory_mb": round(mem / 2**20),
-                    "disk_mb": round(disk / 2**20)}
-
-
-def _timed(bench: Bench, n: int, job: Any) -> tuple[float, dict[str, float], list]:
-    """Wall seconds, CPU microseconds per row by process group (TF processes, Spark Python workers,
-    executor JVMs) and the result of ``job()``."""
-    cpu0 = cpu_seconds(bench.marker, bench.out)
-    t = time.time()
-    result = job()
-    seconds = time.time() - t
-    cpu1 = cpu_seconds(bench.marker, bench.out)
-    return seconds, {g: round((cpu1[g] - cpu0.get(g, 0.0)) / n * 1e6, 1) for g in cpu1}, result
-
-
 def _one_run(bench: Bench, cluster: Any, rdd: Any, n: int, bs: int) -> dict:
     """One direct run followed by one tfos run: their seconds, CPU per row and the check."""
-    direct_s, direct_cpu, direct = _timed(
-        bench, n, lambda: rdd.mapPartitions(partial(predict_partition, bs)).mapPartitions(count_and_sum).collect())
-    tfos_s, tfos_cpu, ours = _timed(bench, n, lambda: cluster.inference(rdd).mapPartitions(count_and_sum).collect())
+    direct_s, direct_cpu, direct = timed(
+        bench.marker, bench.out, n, lambda: rdd.mapPartitions(partial(predict_partition, bs)).mapPartitions(count_and_sum).collect())
+    tfos_s, tfos_cpu, ours = timed(bench.marker, bench.out, n, lambda: cluster.inference(rdd).mapPartitions(count_and_sum).collect())
     d_rows, d_sum = (sum(x) for x in zip(*direct, strict=True))
     t_rows, t_sum = (sum(x) for x in zip(*ours, strict=True))
     check = {"outputs": {"direct": d_rows, "tfos": t_rows}, "prediction_sum": {"direct": d_sum, "tfos": t_sum},
              "ok": d_rows == t_rows == n and d_sum == t_sum}
     return {"direct_s": direct_s, "tfos_s": tfos_s, "cpu_us_per_row": {"direct": direct_cpu, "tfos": tfos_cpu},
             "check": check}
-
-
-def _cpu_text(cpu: dict[str, dict[str, float]]) -> str:
-    return "; ".join(f"{path} " + ", ".join(f"{g} {us:g}" for g, us in groups.items())
-                     + f" (sum {sum(groups.values()):.1f})" for path, groups in cpu.items())
 
 
 def d_inference(bench: Bench, sc: Any, n: int) -> dict:
@@ -102,7 +68,7 @@ def d_inference(bench: Bench, sc: Any, n: int) -> dict:
         try:
             for kind in kinds:
                 if kind == "cached":
-                    rdds[kind], out[kind] = _cache(bench, bench.index_rdd(sc, n).mapPartitions(make_rows), n)
+                    rdds[kind], out[kind] = cache_rdd(bench.log, "(d)", bench.index_rdd(sc, n).mapPartitions(make_rows), n)
                 else:
                     rdds[kind], out[kind] = computed, {}
             with bench.tf_cluster(sc, main_d, bench.node_args(tag)) as cluster:
@@ -120,7 +86,7 @@ def d_inference(bench: Bench, sc: Any, n: int) -> dict:
                                       f"tfos {n / tfos_s:,.0f} rows/s ({tfos_s:.1f}s), ratio {direct_s / tfos_s:.2f} "
                                       f"[outputs {check['outputs']['tfos']:,} and {check['outputs']['direct']:,}; "
                                       f"prediction sums {'equal' if check['ok'] else 'DIFFER'}]; CPU us/row "
-                                      f"{_cpu_text(run['cpu_us_per_row'])}; load {os.getloadavg()[0]:.1f}")
+                                      f"{cpu_text(run['cpu_us_per_row'])}; load {os.getloadavg()[0]:.1f}")
                     cluster.shutdown(timeout=opts.timeout)
                 finally:
                     rss = bench.sampler.end()

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.feed.harness import WORKERS
+from benchmarks.feed.training import breakdown_text
 
 if TYPE_CHECKING:
     from benchmarks.feed.compare import Bench
@@ -43,6 +44,11 @@ def evaluate(results: dict[int, dict]) -> tuple[dict, list[tuple]]:
             target(n, "(a) tfos / baseline", _ratio(a_rate, base_rate), TARGETS["a_vs_baseline"])
             target(n, "(a) tfos / single-process bound", _ratio(a_rate, bound and bound["rows_per_s"]),
                    TARGETS["a_vs_bound"])
+        in_memory = res.get("a_bound_in_memory")
+        for kind, run in (("cached", res.get("a_cached")), ("computed", a)):
+            if run and in_memory:
+                target(n, f"(a) tfos / bound over rows in memory, {kind} RDD",
+                       _ratio(run["rows_per_s"], in_memory["rows_per_s"]), TARGETS["a_vs_bound"])
         if b:
             target(n, "(b) tfos DataFrame / (a) baseline", _ratio(b["rows_per_s"], base_rate), TARGETS["b_vs_baseline"])
             target(n, "(b) tfos DataFrame / mapInArrow scan", _ratio(b["rows_per_s"], b["scan_rows_per_s"]),
@@ -99,6 +105,18 @@ def print_report(bench: Bench, elapsed: float) -> None:
     for n, res in results.items():
         print(f"=== {n:,} rows, {res['partitions']} partitions, {WORKERS} workers, batch {bench.opts.batch_size} ===")
         lines = []
+        if "a_cached" in res:
+            ac = res["a_cached"]
+            lines.append(("(a) tfos cached RDD -> DataFeed.next_batch", ac["rows_per_s"],
+                          f"{ac['check']}; runs {_rates(ac)}; cache {ac['cache'].get('memory_mb')} MB in memory, "
+                          f"{ac['cache'].get('disk_mb')} MB on disk"))
+            lines.append(("(a) Spark alone reading the cache (count)", ac["cache_read"]["rows_per_s"],
+                          f"runs {', '.join(f'{r:,}' for r in ac['cache_read_runs'])}; CPU us/row "
+                          + ", ".join(f"{g} {us:g}" for g, us in ac["cache_read"]["cpu_us_per_row"].items())))
+        if "a_bound_in_memory" in res:
+            lines.append(("(a) bound: consumer alone, rows in memory", res["a_bound_in_memory"]["rows_per_s"],
+                          f"runs {_rates(res['a_bound_in_memory'])}; CPU "
+                          f"{res['a_bound_in_memory'].get('cpu_us_per_row')} us/row (best run)"))
         if "a_tfos" in res:
             lines.append(("(a) tfos RDD -> DataFeed.next_batch", res["a_tfos"]["rows_per_s"],
                           f"{res['a_tfos']['check']}; runs {_rates(res['a_tfos'])}"))
@@ -130,6 +148,9 @@ def print_report(bench: Bench, elapsed: float) -> None:
         for kind in _d_kinds(res.get("d")):
             print(f"  CPU per row during (d), {kind} RDD (median of the runs, microseconds): "
                   + "; ".join(f"{path}: {_cpu_median(res['d'][kind]['runs'], path)}" for path in ("tfos", "direct")))
+        for key, label in (("a_cached", "cached RDD"), ("a_tfos", "computed RDD")):
+            for i, b in enumerate(res.get(key, {}).get("breakdowns", [])):
+                print(f"  (a) {label}, run {i + 1}: {breakdown_text(b)}")
         for key, label in (("a_tfos", "(a) tfos"), ("b", "(b) tfos")):
             ph = res.get(key, {}).get("phases")
             if ph:

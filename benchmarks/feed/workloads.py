@@ -51,6 +51,7 @@ def main_a(args: dict, ctx: Any) -> None:
     feed = ctx.get_data_feed(train_mode=True)
     consumer = Consumer()
     batch_size, expected = args["batch_size"], args["rows_per_worker"]
+    t_first_batch = None  # time.time() when next_batch first returned rows (before consuming them)
     _mark_ready(args, ctx)
     while not feed.should_stop():
         # The last short batch of this worker's rows is asked for by its size, so that it is
@@ -58,8 +59,13 @@ def main_a(args: dict, ctx: Any) -> None:
         left = expected - consumer.rows
         batch = feed.next_batch(min(batch_size, left) if left > 0 else batch_size)
         if batch:
+            if t_first_batch is None:
+                t_first_batch = time.time()
             consumer.consume(batch)
-    _write_result(args, ctx, consumer.report())
+            if consumer.rows == expected:  # all of this worker's rows: the driver reads the CPU used until now
+                _write_json(os.path.join(args["out"], f"consumed-{args['tag']}-{ctx.executor_id}"),
+                            {"t": consumer.t_last})
+    _write_result(args, ctx, dict(consumer.report(), t_first_batch=t_first_batch))
 
 
 # =============================================================================================
