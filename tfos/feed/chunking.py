@@ -43,17 +43,11 @@ class ChunkSizer:
 
 def iter_chunks(rows: Iterable[Any], sizer: ChunkSizer) -> Iterator[tuple[int, list]]:
     """``(index of the chunk's first row, rows)`` of ``sizer.rows`` rows each (asked anew per chunk)."""
-    chunk: list = []
+    it = iter(rows)
     first = 0
-    for j, row in enumerate(rows):
-        if not chunk:
-            first = j
-        chunk.append(row)
-        if len(chunk) >= sizer.rows:
-            yield first, chunk
-            chunk = []
-    if chunk:
+    while chunk := list(islice(it, sizer.rows)):
         yield first, chunk
+        first += len(chunk)
 
 
 @contextmanager

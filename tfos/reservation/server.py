@@ -682,15 +682,15 @@ class ReservationServer:
         """Wait until every node registered. A registered node whose start task closes this long poll
         before the cluster formed has died (its Python worker crashed or was killed, its task was
         cancelled): it is marked failed at once, so the driver need not wait for Spark to say so."""
-        timeout = self._bounded_timeout(body)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self._bounded_timeout(body)
+
+        def over() -> bool:  # every node registered, or the server closed
+            return len(self._nodes) >= self.expected or self.closed
+
         with self._cond:
-            while not (len(self._nodes) >= self.expected or self.closed):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+            while not over() and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(min(left, PEER_CHECK_SECS) if peer_gone is not None else left)
-                if peer_gone is not None and not (len(self._nodes) >= self.expected or self.closed) and peer_gone():
+                if peer_gone is not None and not over() and peer_gone():
                     self._start_task_gone(body)
                     return {"ready": False, "missing": []}
             if len(self._nodes) < self.expected or self.closed:
