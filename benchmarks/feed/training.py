@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 INPUTS = ("cached", "computed")
 GROUPS = {"feed": "Spark Python workers", "tf": "TF processes", "jvm": "executor JVMs"}
-PHASES = ("map_shuffle", "spill", "feed")
 
 
 def parse_a_inputs(text: str) -> list[str]:
@@ -137,17 +136,22 @@ def breakdown(report: dict, nodes: list[dict], t0: float, t_train: float, t_end:
     spill, and the size exchange), ``feed`` (its feed, until both consumers have their last row,
     ``t_end``)."""
     ph = phases(report)
-    longest = max(report["shards"], key=lambda s: s.get("spill_seconds", 0) + s.get("agree_seconds", 0)
-                  + s.get("feed_seconds", 0))
-    task_s = longest.get("spill_seconds", 0) + longest.get("agree_seconds", 0) + longest.get("feed_seconds", 0)
-    t_task = t_train - task_s
-    t_spilled = t_task + longest.get("spill_seconds", 0) + longest.get("agree_seconds", 0)
-    bounds = {"map_shuffle": (t0, t_task), "spill": (t_task, t_spilled), "feed": (t_spilled, max(t_end, t_train))}
-    cpu = {name: timeline.between(a, b) for name, (a, b) in bounds.items()}
-    total = timeline.between(t0, max(t_end, t_train))
     firsts = [nd["t_first_batch"] for nd in nodes if nd.get("t_first_batch")]
     lasts = [nd["t_last"] for nd in nodes if nd.get("t_last")]
     first = min(firsts) - t0 if firsts else None
+    if report.get("route") == "direct":  # no stages to tell apart: before the first batch, and after it
+        t_first = min(firsts) if firsts else t0
+        bounds = {"to_first_batch": (t0, t_first), "feeding": (t_first, max(t_end, t_train))}
+    else:
+        longest = max(report["shards"], key=lambda s: s.get("spill_seconds", 0) + s.get("agree_seconds", 0)
+                      + s.get("feed_seconds", 0))
+        task_s = longest.get("spill_seconds", 0) + longest.get("agree_seconds", 0) + longest.get("feed_seconds", 0)
+        t_task = t_train - task_s
+        t_spilled = t_task + longest.get("spill_seconds", 0) + longest.get("agree_seconds", 0)
+        bounds = {"map_shuffle": (t0, t_task), "spill": (t_task, t_spilled),
+                  "feed": (t_spilled, max(t_end, t_train))}
+    cpu = {name: timeline.between(a, b) for name, (a, b) in bounds.items()}
+    total = timeline.between(t0, max(t_end, t_train))
     wall = {name: round(b - a, 2) for name, (a, b) in bounds.items()}
     return {
         "wall_s": dict(wall, train=round(t_train - t0, 2), to_last_row=round(max(t_end, t_train) - t0, 2)),
@@ -167,7 +171,7 @@ def breakdown(report: dict, nodes: list[dict], t0: float, t_train: float, t_end:
 def breakdown_text(b: dict) -> str:
     """One line: wall seconds and CPU us/row by phase and process group, first batch, TF side's rate."""
     parts = []
-    for name in PHASES:
+    for name in b["wall_share"]:
         cpu = b["cpu_us_per_row"][name]
         parts.append(f"{name} {b['wall_s'][name]}s ({b['wall_share'][name]:.0%}; CPU us/row "
                      + " ".join(f"{g} {cpu.get(g, 0):g}" for g in GROUPS) + f"; {b['cores_busy'][name]:g} cores)")

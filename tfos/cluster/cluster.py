@@ -610,7 +610,8 @@ class TFCluster:
                                         feed_timeout=feed_timeout, qname=qname, job_group=self.feed_group,
                                         remainder=remainder, on_error=self._fail,
                                         failure_known=lambda: self._error is not None,
-                                        on_progress_server=self._watch_feed)
+                                        on_progress_server=self._watch_feed, hubs=self._feed_hubs(),
+                                        secret=self.server.secret)
             except Exception as exc:
                 self._recover_from_feed_failure(exc)
                 epochs_left -= self._epochs_fed_before(exc, epochs_left)
@@ -619,6 +620,18 @@ class TFCluster:
                 continue
             self._raise_if_failed()  # a failure after the feed ended: the next generation is fed its end
             return report
+
+    def _feed_hubs(self) -> list[dict] | None:
+        """The chief's and workers' feed hubs (``{"node", "host", "port"}``), in feed order; None when a
+        node has none (the shuffle feed then routes)."""
+        from tfos.feed.registry import TRAINER_JOBS
+
+        trainers = sorted((n for n in self.cluster_info if n.get("job_name") in TRAINER_JOBS),
+                          key=lambda n: (TRAINER_JOBS.index(n["job_name"]), n["task_index"]))
+        if not trainers or any(not n.get("feed_port") for n in trainers):
+            return None
+        return [{"node": f"{n['job_name']}:{n['task_index']}", "host": n["host"], "port": n["feed_port"]}
+                for n in trainers]
 
     def _watch_feed(self, server: Any) -> None:
         self._feed_progress = server  # the latest feed's rows per node, for status()

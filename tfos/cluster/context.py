@@ -39,6 +39,7 @@ class NodeContext:
     log_dir: str | None = None
     restart_count: int = 0
     _port_fd: int | None = field(default=None, repr=False)
+    _hub_port: int | None = field(default=None, repr=False)  # the feed hub's TCP port (chief/workers, SPARK mode)
     _progress: Any = field(default=None, repr=False, compare=False)  # set in the TF process
     _feeds: dict = field(default_factory=dict, repr=False, compare=False)  # qname -> DataFeed, in the TF process
 

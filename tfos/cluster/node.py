@@ -90,6 +90,9 @@ class Node:
             cfg.tensorboard_node() else None
         tb_port = tb_sock.getsockname()[1] if tb_sock else None
         port = port_sock.getsockname()[1]
+        # the feed hub's port (tfos.feed.hub), known to the driver from the registration like the TF port
+        hub_sock = _reserve_port() if cfg.input_mode == InputMode.SPARK and \
+            self.job_name not in (template.PS, template.EVALUATOR) else None
         node_dir = self.node_dir = tempfile.mkdtemp(prefix=f"tfos-{cfg.cluster_id}-{self.executor_id}-",
                                                     dir=container_tmp())
         jvm = lifetime.executor_jvm_pid()
@@ -99,6 +102,7 @@ class Node:
         self.client.register({
             "executor_id": self.executor_id, "host": host, "port": port, "job_name": self.job_name,
             "task_index": self.task_index, "pid": os.getpid(), "tb_port": tb_port,
+            "feed_port": hub_sock.getsockname()[1] if hub_sock else None,
             "hostname": socket.gethostname(), "node_dir": node_dir,
             "spark_executor_id": lifetime.spark_executor_id(jvm), "container_id": os.environ.get("CONTAINER_ID"),
         })
@@ -110,11 +114,14 @@ class Node:
             self.gpu = assign_gpus(requested_gpus(cfg.tf_args), spark_task_resources(),
                                    worker_index=host_local_index(nodes, self.executor_id), job_name=self.job_name)
         except BaseException as exc:
+            if hub_sock is not None:
+                hub_sock.close()
             self._remove_node_dir()
             self._report_start_failure(exc)
             raise
         try:
-            self._launch(nodes, spec, num_workers, worker_num, host, port_sock, tb_sock, tb_port, node_dir, feed_dir)
+            self._launch(nodes, spec, num_workers, worker_num, host, port_sock, tb_sock, tb_port, node_dir, feed_dir,
+                         hub_sock)
         except BaseException as exc:
             self.gpu.release()
             if cfg.input_mode == InputMode.SPARK:
@@ -139,7 +146,7 @@ class Node:
 
     def _launch(self, nodes: list[dict], spec: dict[str, list[str]], num_workers: int, worker_num: int, host: str,
                 port_sock: socket.socket, tb_sock: socket.socket | None, tb_port: int | None, node_dir: str,
-                feed_dir: str) -> None:
+                feed_dir: str, hub_sock: socket.socket | None = None) -> None:
         cfg = self.config
         tb_url = next((f"http://{n['host']}:{n['tb_port']}" for n in nodes if n.get("tb_port")), None)
         ctx = NodeContext(
@@ -148,6 +155,7 @@ class Node:
             default_fs=cfg.default_fs, working_dir=cfg.working_dir, cluster_id=cfg.cluster_id,
             input_mode=cfg.input_mode, feed_dir=feed_dir, tensorboard_url=tb_url, log_dir=cfg.log_dir,
             gpus=list(self.gpu.devices) if self.gpu else [], restart_count=cfg.restart_count,
+            _hub_port=hub_sock.getsockname()[1] if hub_sock else None,
         )
         pass_fds: tuple[int, ...] = ()
         if cfg.release_port:
@@ -155,8 +163,9 @@ class Node:
         else:
             ctx = replace(ctx, _port_fd=port_sock.fileno())
             pass_fds = (port_sock.fileno(),)
-        if tb_sock is not None:
-            tb_sock.close()
+        for sock in (tb_sock, hub_sock):  # the TF process binds these ports itself
+            if sock is not None:
+                sock.close()
         env = self._process_env(spec)
         if self.gpu is not None:
             env.update(self.gpu.env())

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from typing import Any
 
 from tfos.cluster import lifetime
 from tfos.cluster.node_logging import LogTail, configure_process_logging
@@ -48,6 +49,7 @@ class NodeProcess:
         self.main_done = threading.Event()
         self.stop_requested = threading.Event()
         self.tensorboard: subprocess.Popen | None = None
+        self.hub: Any = None  # the feed hub (InputMode.SPARK chief/workers)
 
     def _heartbeats(self) -> None:
         cfg = self.payload.config
@@ -107,6 +109,29 @@ class NodeProcess:
         )
         logger.info("TensorBoard at %s (logdir %s)", self.ctx.tensorboard_url, logdir)
 
+    def _start_feed_hub(self) -> None:
+        """InputMode.SPARK chief/workers: the hub the training feed tasks send this node's rows to."""
+        port = self.ctx._hub_port
+        if port is None:
+            return
+        from tfos.feed.hub import FeedHub
+
+        node = {"job_name": self.ctx.job_name, "task_index": self.ctx.task_index, "feed_dir": self.ctx.feed_dir,
+                "pid": os.getpid()}
+        try:
+            self.hub = FeedHub(node, self.payload.config.secret, port).start()
+        except OSError as exc:  # the port was taken in the moment between the node's release and now
+            logger.error("could not start the feed hub on port %d: %s; cluster.train() cannot reach this node", port,
+                         exc)
+
+    def _close_hub(self, reason: str) -> None:
+        """End the feeds still open at this node's hub, so the driver hears of it before the process exits."""
+        if self.hub is not None:
+            try:
+                self.hub.close(reason)
+            except Exception:  # noqa: BLE001 - the exit goes on
+                logger.exception("closing the feed hub failed")
+
     def _exit(self, code: int) -> None:
         if self.tensorboard is not None:
             self.tensorboard.terminate()
@@ -130,6 +155,7 @@ class NodeProcess:
         for target in (self._heartbeats, self._stop_watcher):
             threading.Thread(target=target, name=f"tfos-{target.__name__.strip('_')}", daemon=True).start()
         self._start_tensorboard()
+        self._start_feed_hub()
         logger.info("TF process sees GPU(s) %s (CUDA_VISIBLE_DEVICES=%s)", ",".join(self.ctx.gpus) or "none",
                     os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
         self._report(RUNNING)
@@ -140,11 +166,13 @@ class NodeProcess:
             error = traceback.format_exc()
             logger.error("main_fun raised:\n%s", error)
             mark_tf_failed(self.ctx.feed_dir, error)
+            self._close_hub("main_fun failed")
             self.main_done.set()
             self._report(FAILED, error=error)
             self._exit(1)
         self.main_done.set()
         mark_tf_finished(self.ctx.feed_dir)
+        self._close_hub("main_fun finished")
         logger.info("main_fun finished")
         self._report(FINISHED)
         if self.tensorboard is not None:

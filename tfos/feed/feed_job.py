@@ -82,8 +82,9 @@ import pyarrow as pa
 from tfos.driver_address import driver_address
 from tfos.feed import housekeeping, inference_task, sharding, train_task
 from tfos.feed.chunking import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS
+from tfos.feed.direct_job import cancel_hubs, run_direct
 from tfos.feed.errors import FeedError
-from tfos.feed.plans import InferencePlan, ShardPlan, TrainPlan
+from tfos.feed.plans import DirectPlan, InferencePlan, ShardPlan, TrainPlan
 from tfos.feed.progress import ProgressServer
 from tfos.feed.routing import routing_keys
 
@@ -319,8 +320,12 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
           qname: str = "input", job_group: str | None = None, end_feed: bool = False, remainder: str = "drop",
           chunk_rows: int = DEFAULT_CHUNK_ROWS, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
           progress: bool = True, on_report: Any = None, on_error: Any = None, failure_known: Any = None,
-          on_progress_server: Any = None) -> Any:
+          on_progress_server: Any = None, hubs: list[dict] | None = None, secret: bytes | None = None) -> Any:
     """Feed ``data`` to the workers with exactly equal rows per worker per epoch (see the module doc).
+
+    ``hubs`` (one ``{"node", "host", "port"}`` per worker, the cluster's feed hubs) and ``secret`` (the
+    cluster's) route RDD inputs without a shuffle: their feed tasks send each shard straight to its
+    node's hub (:mod:`tfos.feed.direct_job`). Without them, or for DataFrames, the shuffle routes.
 
     ``on_progress_server(server)`` (optional) is handed the feed's :class:`ProgressServer` as the
     feed starts (its ``rows_by_node()`` is what each node was fed so far, also after the feed ended).
@@ -334,7 +339,7 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
     if _is_dstream(data) or getattr(data, "isStreaming", False):
         return _train_stream(sc, data, cluster_id=cluster_id, num_workers=num_workers, feed_timeout=feed_timeout,
                              qname=qname, job_group=job_group, on_report=on_report, on_error=on_error,
-                             remainder=remainder,
+                             remainder=remainder, hubs=hubs, secret=secret,
                              chunk_rows=chunk_rows, chunk_bytes=chunk_bytes, progress=progress)
     if num_workers < 1:
         raise ValueError(f"train(): num_workers must be >= 1, got {num_workers}")
@@ -344,6 +349,9 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
         raise ValueError(f"train(): remainder must be 'drop' or 'wrap', got {remainder!r}")
     inputs = _inputs(data, qname)
     n = num_workers
+    direct = bool(hubs) and secret is not None
+    if direct and len(hubs or []) != n:
+        raise ValueError(f"train(): {len(hubs or [])} feed hubs for {n} workers")
     feed_id = uuid.uuid4().hex[:12]
     group = job_group or f"tfos-feed-{cluster_id}"
     names = [q for q, _ in inputs]
@@ -388,11 +396,32 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
         plan = TrainPlan(cluster_id=cluster_id, qnames=names, num_epochs=num_epochs, feed_timeout=feed_timeout,
                                 end_feed=end_feed, remainder=remainder, feed_id=feed_id, progress=server.address,
                                 num_workers=n)
+        direct_plans = [DirectPlan(qi, q, feed_id, list(hubs or []), secret or b"", 0,
+                                   num_epochs, remainder, end_feed, feed_timeout, chunk_rows, chunk_bytes,
+                                   server.address) for qi, (q, x) in enumerate(inputs)] if direct else []
         try:
-            lines = _run_feed(inputs, plans, plan, n)
+            if direct:
+                shards = run_direct(sc, inputs, direct_plans, server, group=group, failures=failures,
+                                    failure_known=failure_known, on_plan=on_plan)
+            else:
+                shards = sorted((json.loads(line) for line in _run_feed(inputs, plans, plan, n)),
+                                key=lambda s: s["shard"])
         except Exception as exc:
-            cleanup, found = _clean_up_after(sc, group, cluster_id, n, feed_id)
             what = f"feeding {'/'.join(names)} to the workers"
+            if direct:
+                cancel_hubs(direct_plans[0], f"{type(exc).__name__}: {str(exc)[:500]}")
+                err = _feed_failure(exc, what)
+                err.feed_task = any(server.rows().values())  # rows reached a node: its epoch cannot complete
+                if failures:
+                    node = _NAMED_NODE.search(failures[0])
+                    err = FeedJobError(f"{what} failed: {failures[0]}", task=err.task, executor=err.executor,
+                                       host=err.host, node=node.group(0) if node else None)
+                    # a hub's failure names its shard: the feed had reached the nodes (a feed task's
+                    # failure before any row reached a node leaves the cluster ready to be fed again)
+                    err.feed_task = any(server.rows().values()) or _NAMED_SHARD.search(failures[0]) is not None
+                    err.told_by_task = True
+                raise with_progress(err) from exc
+            cleanup, found = _clean_up_after(sc, group, cluster_id, n, feed_id)
             err = _feed_failure(exc, what)
             if failures:  # a feed task said what went wrong (naming its shard and node)
                 shard, node = _NAMED_SHARD.search(failures[0]), _NAMED_NODE.search(failures[0])
@@ -412,11 +441,11 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
             raise with_progress(err) from exc
         finally:
             server.close()
-    shards = sorted((json.loads(line) for line in lines), key=lambda s: s["shard"])
     elapsed = time.monotonic() - started
-    logger.info("feed stage: spilling the shuffled shards took %s s, agreeing their sizes %s s, feeding them %s s "
-                "(per shard)", [s.get("spill_seconds") for s in shards], [s.get("agree_seconds") for s in shards],
-                [s.get("feed_seconds") for s in shards])
+    if not direct:
+        logger.info("feed stage: spilling the shuffled shards took %s s, agreeing their sizes %s s, feeding them "
+                    "%s s (per shard)", [s.get("spill_seconds") for s in shards],
+                    [s.get("agree_seconds") for s in shards], [s.get("feed_seconds") for s in shards])
     summary = _plan_summary(names, {"shard_sizes": shards[0]["all_shard_sizes"],
                                     "rows_per_epoch": shards[0]["rows_per_epoch"]}, n, remainder)["summary"]
     fed = {q: sum(s["inputs"].get(q, {}).get("rows", 0) for s in shards) for q in names}
@@ -431,7 +460,8 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
                     f"; the first rows reached a worker {first_batch:.2f}s after train() began"
                     if first_batch is not None else "",
                     f"; terminated early by {terminated}" if terminated else "")
-    return {"feed_id": feed_id, "inputs": summary, "shards": shards, "seconds": elapsed}
+    return {"feed_id": feed_id, "inputs": summary, "shards": shards, "seconds": elapsed,
+            "route": "direct" if direct else "shuffle"}
 
 
 def _plan_summary(names: list[str], agreed: dict, n: int, remainder: str) -> dict:

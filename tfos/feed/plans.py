@@ -56,3 +56,34 @@ class InferencePlan:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     output_schema: bytes | None = None  # serialized pa.Schema for DataFrame output
+
+
+@dataclass
+class DirectPlan:
+    """What a training feed task of one input needs to send its partition's shards straight to the
+    nodes' feed hubs (shipped in the task closure): hub ``k`` (``{"node", "host", "port"}``) gets shard ``k``."""
+
+    qindex: int
+    qname: str
+    feed_id: str
+    hubs: list[dict]
+    secret: bytes = field(repr=False)
+    num_partitions: int = 1
+    num_epochs: int = 1
+    remainder: str = "drop"
+    end_feed: bool = False
+    feed_timeout: float = 600.0
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    progress: tuple | None = None
+    partition_offset: int = 0  # a DataFrame's first partition's index in the feed job's stage (several inputs)
+
+    def shard_plan(self) -> ShardPlan:
+        return ShardPlan(self.qindex, len(self.hubs), self.chunk_rows, self.chunk_bytes, self.progress)
+
+    def hello(self, partition: int, shard: int, attempt: int) -> dict:
+        """The feed plan a feed task greets hub ``shard`` with (signed by the link)."""
+        return {"version": 1, "feed": self.feed_id, "qname": self.qname, "partition": partition, "attempt": attempt,
+                "shard": shard, "shards": len(self.hubs), "partitions": self.num_partitions,
+                "epochs": self.num_epochs, "remainder": self.remainder, "end_feed": self.end_feed,
+                "feed_timeout": self.feed_timeout, "progress": list(self.progress) if self.progress else None}

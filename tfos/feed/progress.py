@@ -54,6 +54,7 @@ class ProgressServer:
         self._rows: dict[tuple, dict[str, int]] = {}  # (feed, shard) -> qname -> rows (cumulative)
         self._states: dict[tuple, dict[str, str]] = {}
         self._node_of: dict[tuple, str] = {}  # (feed, shard) -> the TF node it feeds ("worker:0"), if told
+        self._info: dict[tuple, dict[str, Any]] = {}  # (feed, shard) -> qname -> what a feed hub told of it
         self._lock = threading.Lock()
         self._sizes: dict[str, dict[int, tuple]] = {}  # feed -> shard -> (its sizes, its connection): this round
         self._sizes_changed = threading.Condition(self._lock)
@@ -126,9 +127,12 @@ class ProgressServer:
         rows = {str(k): int(v) for k, v in dict(report.get("rows", {})).items()}
         states = {str(k): str(v) for k, v in dict(report.get("states", {})).items()}
         node = report.get("node")
+        info = report.get("info")
         with self._lock:
             self._rows[ident] = rows
             self._states[ident] = states
+            if isinstance(info, dict):
+                self._info[ident] = {str(k): v for k, v in info.items() if isinstance(v, dict)}
             if isinstance(node, str) and node:
                 self._node_of[ident] = node[:100]
 
@@ -198,6 +202,11 @@ class ProgressServer:
                 for q, n in rows.items():
                     mine[q] = mine.get(q, 0) + n
         return out
+
+    def infos(self) -> dict[tuple, dict[str, dict]]:
+        """What each feed hub told of its inputs (``(feed, shard) -> qname -> {...}``): its plan, its end."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._info.items()}
 
     def states(self) -> dict[tuple, dict[str, str]]:
         with self._lock:
@@ -286,6 +295,7 @@ class ProgressReporter:
         self._ident = dict(ident)
         self._rows: dict[str, int] = {}
         self._states: dict[str, str] = {}
+        self._info: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
@@ -303,11 +313,18 @@ class ProgressReporter:
         with self._lock:
             self._states[qname] = state
 
+    def info(self, qname: str, fields: dict[str, Any]) -> None:
+        """Facts about ``qname`` for the driver (merged, sent with every report): a hub's plan and end."""
+        with self._lock:
+            self._info.setdefault(qname, {}).update(fields)
+
     def _send(self, extra: dict | None = None) -> None:
         if self._broken:
             return
         with self._lock:
             report = dict(self._ident, rows=dict(self._rows), states=dict(self._states))
+            if self._info:
+                report["info"] = {q: dict(v) for q, v in self._info.items()}
         if extra:
             report.update(extra)
         body = json.dumps(report).encode()

@@ -144,6 +144,14 @@ class FeedReceiver:
             self.end_feed()
         elif msg.type == ch.END_PARTITION:
             self._events.append(PARTITION_END)
+        elif msg.type == ch.ERROR and self._hello.get("mode") == "train":
+            # a feed hub whose input failed (a feed task died after sending rows, a malformed row):
+            # this epoch can never be completed, and the hub says why
+            self._conn = None
+            conn.close()
+            raise FeedError(f"{self.node}: the feed of shard {part} of {self.qname_in!r} failed in epoch "
+                            f"{self._conn_epochs + 1}: {msg.control().get('error', '')}; {self.rows_read} rows read "
+                            f"so far")
         elif msg.type in (ch.TERMINATE, ch.ERROR):
             info = msg.control()
             logger.warning("%s: the feed task of partition %s stopped: %s", self.node, part,

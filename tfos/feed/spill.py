@@ -40,12 +40,14 @@ class SpillFile:
     def finish(self) -> None:
         self._f.flush()
 
-    def _read(self, i: int) -> bytes:
+    def read(self, i: int) -> bytes:
+        """Chunk ``i`` as it was appended (an Arrow IPC stream)."""
         offset, length, _ = self.chunks[i]
         return os.pread(self._f.fileno(), length, offset)
 
-    def _table(self, i: int) -> pa.Table:
-        return pa.Table.from_batches(codec.from_ipc(self._read(i)))
+    def table(self, i: int) -> pa.Table:
+        """Chunk ``i`` decoded."""
+        return pa.Table.from_batches(codec.from_ipc(self.read(i)))
 
     def epoch(self, epoch: int, target: int) -> Iterator[tuple[Any, int]]:
         """(payload, rows) of one epoch of exactly ``target`` rows.
@@ -59,7 +61,7 @@ class SpillFile:
         if target == total or total == 0:
             for i, (_, _, rows) in enumerate(self.chunks):
                 if target:
-                    yield self._read(i), rows
+                    yield self.read(i), rows
             return
         if target < total:
             drop = total - target
@@ -73,9 +75,9 @@ class SpillFile:
                 pos = hi
                 cuts = [(max(a, lo), min(b, hi)) for a, b in skipped if a < hi and b > lo]
                 if not cuts:
-                    yield self._read(i), rows
+                    yield self.read(i), rows
                     continue
-                table = self._table(i)
+                table = self.table(i)
                 keep, cursor = [], lo
                 for a, b in sorted(cuts):
                     if a > cursor:
@@ -89,7 +91,7 @@ class SpillFile:
             return
         # wrap: everything, then (target - total) rows again from a moving start
         for i, (_, _, rows) in enumerate(self.chunks):
-            yield self._read(i), rows
+            yield self.read(i), rows
         extra = target - total
         start = (epoch * extra) % total
         while extra > 0:
@@ -101,7 +103,7 @@ class SpillFile:
                     continue
                 a = max(start, lo)
                 take = min(hi - a, extra)
-                piece = self._table(i).slice(a - lo, take)
+                piece = self.table(i).slice(a - lo, take)
                 yield codec.to_ipc(piece.to_batches()), take
                 extra -= take
                 start = a + take
