@@ -26,6 +26,7 @@ from tfos.feed.targets import NodeTarget
 
 logger = logging.getLogger("tfos.feed")
 
+KEEP_ENDED_FEEDS = 16
 PLAN_FIELDS = ("feed", "qname", "partition", "shard", "shards", "partitions", "epochs")
 
 
@@ -104,7 +105,10 @@ class FeedHub:
         with self._lock:
             feed = self._feeds.get(key)
             if feed is None:
-                # kept after it ended (small): it turns away the late attempts of its feed tasks
+                # kept a while after it ended (small): it turns away the late attempts of its feed tasks
+                ended = [k for k, f in self._feeds.items() if f.state != "feeding"]
+                for old in ended[:-KEEP_ENDED_FEEDS]:  # a stream feeds one micro-batch per train() call
+                    del self._feeds[old]
                 feed = self._feeds[key] = HubFeed(hello, self.target)
             return feed
 
