@@ -146,7 +146,11 @@ def test_a_feed_task_that_dies_after_sending_rows_fails_the_nodes_datafeed_namin
 
     def dies_midway():
         for j, row in enumerate(rows):
-            if j == 30:
+            if j == 30:  # once every node has rows of this partition (one that had none would stay ready)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not all(
+                        f.rows_fed for h in made for f in h._feeds.values()):
+                    time.sleep(0.05)
                 raise RuntimeError("executor lost")
             yield row
 

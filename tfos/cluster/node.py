@@ -48,7 +48,10 @@ def outbound_ip(target: tuple[str, int]) -> str:
         probe.close()
 
 
-def _reserve_port(port: int = 0) -> socket.socket:
+def _reserve_port(port: int = 0, listen: bool = True) -> socket.socket:
+    """A bound socket holding ``port`` (0: any free one) until the TF process takes it over. The feed
+    hub's is bound but not listening: a feed task that comes too early is refused (and retries)
+    instead of being accepted and then cut off when the node hands the port over."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -57,7 +60,8 @@ def _reserve_port(port: int = 0) -> socket.socket:
         sock.close()
         raise NodeStartError(f"cannot bind port {port} (TENSORBOARD_PORT) on {socket.gethostname()}: {exc}; "
                              "unset TENSORBOARD_PORT or pick a free port") from exc
-    sock.listen(1)
+    if listen:
+        sock.listen(1)
     return sock
 
 
@@ -91,7 +95,7 @@ class Node:
         tb_port = tb_sock.getsockname()[1] if tb_sock else None
         port = port_sock.getsockname()[1]
         # the feed hub's port (tfos.feed.hub), known to the driver from the registration like the TF port
-        hub_sock = _reserve_port() if cfg.input_mode == InputMode.SPARK and \
+        hub_sock = _reserve_port(listen=False) if cfg.input_mode == InputMode.SPARK and \
             self.job_name not in (template.PS, template.EVALUATOR) else None
         node_dir = self.node_dir = tempfile.mkdtemp(prefix=f"tfos-{cfg.cluster_id}-{self.executor_id}-",
                                                     dir=container_tmp())

@@ -73,6 +73,7 @@ class HubFeed:
         self.stopped: str | None = None  # why the feed stopped early (terminate(), main finished)
         self.cancelled: str | None = None  # why the driver gave the feed up (its job failed)
         self.state = "feeding"
+        self.rows_fed = 0  # rows handed to the node so far, all epochs
         self.reporter = ProgressReporter(self.progress, {"feed": self.ident, "shard": self.shard,
                                                          "node": self.node}) if self.progress else None
         self._feeder = threading.Thread(target=self._feed, name=f"tfos-hub-feed-{self.qname}", daemon=True)
@@ -223,6 +224,7 @@ class HubFeed:
                 conn.send(ch.DATA, payload, timeout=self.timeout, what=slow)
                 first_at = first_at or time.time()
                 fed += rows
+                self.rows_fed = fed
                 if self.reporter is not None:
                     self.reporter.add(self.qname, rows)
 
