@@ -154,7 +154,7 @@ def _tell_hubs(plan: DirectPlan, message: Callable[[int], dict], timeout: float 
     parallel."""
     def tell(k: int, hub: dict) -> None:
         try:
-            HubLink(hub, {"version": 1, "feed": plan.feed_id, **message(k), "driver": True}, plan.secret,
+            HubLink(hub, {"feed": plan.feed_id, **message(k), "driver": True}, plan.secret,
                     timeout).close()
         except Exception as exc:  # noqa: BLE001 - its node may be gone already
             logger.debug("could not tell %s about feed %s: %s", hub["node"], plan.feed_id, exc)

@@ -25,6 +25,10 @@ job_group=None, output_schema=None, chunk_rows=4096) -> RDD | DataFrame``
     Tell every node's DataFeeds that no more data will come (``should_stop()`` becomes True);
     for ``cluster.shutdown``.
 
+With the cluster's feed hubs (``hubs=``, as ``cluster.train`` passes them) no shuffle is
+needed: :mod:`tfos.feed.direct_job` sends every partition's shards straight to the nodes. The
+shuffle route below serves callers without hubs.
+
 Exact epochs (training). Synchronous strategies hang when one worker runs out of batches
 before the others, so every worker gets exactly the same number of rows per epoch:
 
@@ -324,8 +328,8 @@ def train(sc: Any, data: Any, *, cluster_id: str, num_workers: int, num_epochs: 
     """Feed ``data`` to the workers with exactly equal rows per worker per epoch (see the module doc).
 
     ``hubs`` (one ``{"node", "host", "port"}`` per worker, the cluster's feed hubs) and ``secret`` (the
-    cluster's) route RDD inputs without a shuffle: their feed tasks send each shard straight to its
-    node's hub (:mod:`tfos.feed.direct_job`). Without them, or for DataFrames, the shuffle routes.
+    cluster's) route the inputs (RDDs and DataFrames) without a shuffle: their feed tasks send each
+    shard straight to its node's hub (:mod:`tfos.feed.direct_job`). Without them the shuffle routes.
 
     ``on_progress_server(server)`` (optional) is handed the feed's :class:`ProgressServer` as the
     feed starts (its ``rows_by_node()`` is what each node was fed so far, also after the feed ended).

@@ -83,7 +83,7 @@ class DirectPlan:
 
     def hello(self, partition: int, shard: int, attempt: int) -> dict:
         """The feed plan a feed task greets hub ``shard`` with (signed by the link)."""
-        return {"version": 1, "feed": self.feed_id, "qname": self.qname, "partition": partition, "attempt": attempt,
+        return {"feed": self.feed_id, "qname": self.qname, "partition": partition, "attempt": attempt,
                 "shard": shard, "shards": len(self.hubs), "partitions": self.num_partitions,
                 "epochs": self.num_epochs, "remainder": self.remainder, "end_feed": self.end_feed,
                 "feed_timeout": self.feed_timeout, "progress": list(self.progress) if self.progress else None}
