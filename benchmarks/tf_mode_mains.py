@@ -1,13 +1,14 @@
-"""The training main of ``benchmarks/tf_mode_throughput.py`` and its by-hand launcher.
+"""The training mains of ``benchmarks/tf_mode_throughput.py`` and its by-hand launcher.
 
-``cnn_fit(args, ctx)`` is run unchanged both through ``tfos.run`` (ctx: tfos's NodeContext)
-and by hand as 2 TF processes with ``TF_CONFIG`` and no Spark (``python -m
-benchmarks.tf_mode_mains TFARGS_JSON`` per task, ctx: a stand-in with job_name/task_index).
-It trains a small Keras CNN on in-memory MNIST-shaped data (real MNIST) or the CIFAR-10 CNN
-(the example's model on the shipped binary batches) under MultiWorkerMirroredStrategy, times
-every epoch and, on the chief, snapshots the CPU time of every process on the host at the start
-of the second epoch and at the end of training (the timed window), so the driver can say where
-the CPU went.
+``train(args, ctx)`` is run unchanged both through ``tfos.run`` (ctx: tfos's NodeContext) and
+by hand as TF processes with ``TF_CONFIG`` and no Spark (``python -m benchmarks.tf_mode_mains
+TFARGS_JSON`` per task, ctx: a stand-in with job_name/task_index). ``cnn_fit`` trains a small
+Keras CNN on in-memory MNIST-shaped data (real MNIST) or the CIFAR-10 CNN (the example's model
+on the shipped binary batches) under MultiWorkerMirroredStrategy; ``criteo_ps`` trains the
+Criteo example's wide & deep model under ParameterServerStrategy. Each times every epoch and,
+on the timing process, snapshots the CPU time of every process on the host at the start of the
+second epoch and at the end of training (the timed window), so the driver can say where the CPU
+went. Every process writes ``node-<job>-<index>.json`` to ``args['out']``.
 """
 
 from __future__ import annotations
@@ -177,18 +178,116 @@ def cnn_fit(args: dict, ctx) -> None:
     env0 = _environment()
     model.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[Clock()])
     timed = marks["end"][-1] - marks["begin"][1]
-    result = {"task": ctx.task_index, "epoch_secs": [e - b for b, e in zip(marks["begin"], marks["end"], strict=True)],
-              "timed_secs": timed, "examples_per_s": batch * steps * (epochs - 1) / timed,
-              "run_cores": (marks["sched_end"][0] - marks["sched_start"][0]) / timed,
-              "queue_cores": (marks["sched_end"][1] - marks["sched_start"][1]) / timed,
-              "environment": env0, "tf_threads": [tf.config.threading.get_intra_op_parallelism_threads(),
-                                                  tf.config.threading.get_inter_op_parallelism_threads()],
-              "snaps": snaps}
+    _write_node(args, ctx, {
+        "epoch_secs": [e - b for b, e in zip(marks["begin"], marks["end"], strict=True)], "timed_secs": timed,
+        "examples_per_s": batch * steps * (epochs - 1) / timed,
+        "run_cores": (marks["sched_end"][0] - marks["sched_start"][0]) / timed,
+        "queue_cores": (marks["sched_end"][1] - marks["sched_start"][1]) / timed,
+        "environment": env0, "tf_threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                                            tf.config.threading.get_inter_op_parallelism_threads()],
+        "snaps": snaps})
+
+
+def _write_node(args: dict, ctx, extra: dict) -> None:
+    """This process's result (or, for a serving ps/worker, its pid and environment) in ``args['out']``."""
     os.makedirs(args["out"], exist_ok=True)
-    path = os.path.join(args["out"], f"worker-{ctx.task_index}.json")
+    path = os.path.join(args["out"], f"node-{ctx.job_name}-{ctx.task_index}.json")
     with open(path + ".tmp", "w") as f:
-        json.dump(result, f)
+        json.dump({"job": ctx.job_name, "task": ctx.task_index, "environment": _environment(), **extra}, f)
     os.replace(path + ".tmp", path)
+
+
+def _criteo(limit: int):
+    sys.path.insert(0, os.path.join(ROOT, "examples", "criteo"))
+    import criteo_data
+
+    data = os.path.join(ROOT, "examples", "criteo", "data")
+    batch = criteo_data.parse_lines(criteo_data.read_lines([os.path.join(data, "train_head1000.tsv")]))
+    return batch.ints[:limit], batch.cats[:limit].astype(str), batch.label[:limit]
+
+
+def criteo_ps(args: dict, ctx) -> None:
+    """The Criteo example's wide & deep model (``--model_type dnn``: hashed tokens, a linear weight and
+    an 8-dim embedding per token, two ReLU layers; Adagrad) under TF2 ParameterServerStrategy: the
+    ps and the workers serve, the chief coordinates ``epochs`` x ``steps`` scheduled steps of
+    ``batch`` examples each over the real Criteo sample (held in memory, repeated) and times the
+    epochs after the first. Every process writes ``node-<job>-<index>.json``."""
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if ctx.job_name in ("ps", "worker"):
+        server = tf.distribute.Server(resolver.cluster_spec(), job_name=ctx.job_name, task_index=ctx.task_index,
+                                      protocol="grpc", start=True)
+        _write_node(args, ctx, {})
+        server.join()
+        return
+    ints, cats, label = _criteo(int(args.get("examples", 8192)))
+    import criteo_model  # on sys.path once _criteo ran
+
+    crosses = criteo_model.parse_crosses(criteo_model.DEFAULT_CROSSES)
+    buckets, dim, batch = 1 << 20, 8, int(args["batch"])
+    steps, epochs = int(args["steps"]), int(args["epochs"])
+    strategy = tf.distribute.ParameterServerStrategy(resolver)
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    with strategy.scope():
+        weights = tf.Variable(tf.zeros([buckets]), name="linear_weights")
+        bias = tf.Variable(-1.0986, name="linear_bias")  # log(0.25 / 0.75), as the example starts
+        table = tf.Variable(tf.random.truncated_normal([buckets, dim], stddev=0.01, seed=1), name="embeddings")
+        dense = [(tf.Variable(tf.keras.initializers.GlorotUniform(seed=i)([n_in, n_out])), tf.Variable(tf.zeros([n_out])))
+                 for i, (n_in, n_out) in enumerate((((39 + len(crosses)) * dim, 64), (64, 32), (32, 1)))]
+        optimizer = tf.keras.optimizers.Adagrad(0.05)
+    variables = [weights, bias, table] + [v for layer in dense for v in layer]
+
+    def dataset_fn(_context=None):
+        ds = tf.data.Dataset.from_tensor_slices((ints, cats, label)).shuffle(len(label), seed=1).repeat()
+        ds = ds.batch(batch, drop_remainder=True)
+        return ds.map(lambda i, c, y: (tf.strings.to_hash_bucket_fast(criteo_model._tokens(i, c, crosses), buckets), y))
+
+    per_worker = coordinator.create_per_worker_dataset(dataset_fn)
+    iterator = iter(per_worker)
+
+    @tf.function
+    def step(it):
+        def replica(ids, y):
+            with tf.GradientTape() as tape:
+                used = tf.gather(weights, ids)
+                deep = tf.reshape(tf.gather(table, ids), [-1, ids.shape[1] * dim])
+                for i, (w, b) in enumerate(dense):
+                    deep = tf.matmul(deep, w) + b
+                    if i < len(dense) - 1:
+                        deep = tf.nn.relu(deep)
+                logits = bias + tf.reduce_sum(used, axis=1) + deep[:, 0]
+                loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+            return loss
+        ids, y = next(it)
+        return strategy.run(replica, args=(ids, y))
+
+    marks, snaps = [], {}
+    for epoch in range(epochs):
+        if epoch == 1:
+            snaps["start"] = {"procs": proc_snapshot(), "host": host_cpu(), "load": os.getloadavg(),
+                              "self": _environment()}
+            sched_start = schedstat()
+        begin = time.perf_counter()
+        for _ in range(steps):
+            loss = coordinator.schedule(step, args=(iterator,))
+        coordinator.join()
+        marks.append((begin, time.perf_counter()))
+    sched_end = schedstat()
+    snaps["end"] = {"procs": proc_snapshot(), "host": host_cpu(), "load": os.getloadavg(), "self": _environment()}
+    timed = marks[-1][1] - marks[1][0]
+    _write_node(args, ctx, {
+        "epoch_secs": [e - b for b, e in marks], "timed_secs": timed,
+        "examples_per_s": batch * steps * (epochs - 1) / timed, "final_loss": float(loss.fetch()),
+        "run_cores": (sched_end[0] - sched_start[0]) / timed, "queue_cores": (sched_end[1] - sched_start[1]) / timed,
+        "tf_threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                       tf.config.threading.get_inter_op_parallelism_threads()], "snaps": snaps})
+
+
+def train(args: dict, ctx) -> None:
+    """The main of ``args['model']``: ``criteo_ps`` for 'criteo-ps', else ``cnn_fit``."""
+    (criteo_ps if args["model"] == "criteo-ps" else cnn_fit)(args, ctx)
 
 
 class HandContext:
@@ -200,4 +299,4 @@ class HandContext:
 
 
 if __name__ == "__main__":
-    cnn_fit(json.loads(sys.argv[1]), HandContext())
+    train(json.loads(sys.argv[1]), HandContext())

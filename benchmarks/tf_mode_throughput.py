@@ -1,15 +1,24 @@
 """InputMode.TENSORFLOW training throughput through tfos against the same main launched by hand.
 
-A small Keras CNN on in-memory MNIST (or the CIFAR-10 example's CNN, ``--model cifar10``),
-global batch 128, MultiWorkerMirroredStrategy on 2 workers: through ``tfos.run`` on a real
-Spark standalone cluster (2 single-core workers on 127.0.0.1) and as 2 TF processes started by
-hand with ``TF_CONFIG`` and no Spark, in the same run, alternating, best of ``--repeats``,
-examples/s over the epochs after the first. The chief snapshots the CPU time of every process
+Models (``--model``):
+
+* ``mnist`` (default): a small Keras CNN on in-memory MNIST, global batch 128,
+  MultiWorkerMirroredStrategy on 2 workers;
+* ``cifar10``: the CIFAR-10 example's CNN on the shipped binary batches, the same way;
+* ``criteo-ps``: the Criteo example's wide & deep model (hashed tokens, linear weights and 8-dim
+  embeddings over 2^20 buckets) under TF2 ParameterServerStrategy: 1 ps + 2 workers, and the
+  chief that TF2 needs to coordinate them (4 TF processes), steps scheduled by
+  ``ClusterCoordinator`` over the real Criteo sample held in memory.
+
+Each through ``tfos.run`` on a real Spark standalone cluster (one single-core Spark worker per
+TF process, on 127.0.0.1) and as the same TF processes started by hand with ``TF_CONFIG`` and no
+Spark, in the same run, alternating, best of ``--repeats``, examples/s over the epochs after the
+first. The timing process (worker 0 and 1, or the chief) snapshots the CPU time of every process
 on the host over the timed epochs, so each run also says where the CPU went (TF processes, the
 prefork launcher, the executor JVMs and Python workers, the Spark daemons, the driver, other
 load), with the load average.
 
-    .venv/bin/python benchmarks/tf_mode_throughput.py [--model mnist|cifar10] [--repeats 2]
+    .venv/bin/python benchmarks/tf_mode_throughput.py [--model mnist|cifar10|criteo-ps] [--repeats 2]
         [--variants tfos,hand] [--steps 100] [--epochs 4]
 
 Variants (``--variants``, comma-separated, run in that order each round):
@@ -40,7 +49,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.tf_mode_mains import cnn_fit  # noqa: E402
+from benchmarks.tf_mode_mains import train  # noqa: E402
 from tests.spark_standalone import StandaloneCluster, free_port, session_on  # noqa: E402
 
 # name -> (how, tfos.run kwargs or None, extra env for the TF processes, extra main args)
@@ -56,31 +65,55 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
 }
 
 
+# the TF cluster of each model: (job, index) per process, in tfos's role order (ps, chief, workers)
+ROLES = {"mnist": [("worker", 0), ("worker", 1)], "cifar10": [("worker", 0), ("worker", 1)],
+         "criteo-ps": [("ps", 0), ("chief", 0), ("worker", 0), ("worker", 1)]}
+
+
+def timed_jobs(model: str) -> set[str]:
+    """Whose processes time the training (and end by themselves): the chief under ParameterServerStrategy."""
+    return {"chief"} if model == "criteo-ps" else {"worker"}
+
+
 def run_hand(tf_args: dict, env_extra: dict, setsid: bool = False) -> None:
-    ports = [free_port(), free_port()]
-    spec = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    roles = ROLES[tf_args["model"]]
+    spec: dict[str, list[str]] = {}
+    for job, _ in roles:
+        spec.setdefault(job, []).append(f"127.0.0.1:{free_port()}")
     procs = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": spec, "task": {"type": "worker", "index": index}}),
+    for job, index in roles:
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": spec, "task": {"type": job, "index": index}}),
                    TF_USE_LEGACY_KERAS="1", PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **env_extra)
-        log = open(os.path.join(tf_args["out"], f"hand-{index}.log"), "wb")  # noqa: SIM115 - closed below
-        procs.append((subprocess.Popen([sys.executable, "-m", "benchmarks.tf_mode_mains", json.dumps(tf_args)],
-                                       cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=setsid), log))
-    codes = []
-    for proc, log in procs:
-        codes.append(proc.wait(timeout=900))
-        log.close()
-    if any(codes):
-        tail = open(os.path.join(tf_args["out"], "hand-0.log"), errors="replace").read()[-3000:]
-        raise RuntimeError(f"by-hand TF processes exited with {codes}:\n{tail}")
+        log = open(os.path.join(tf_args["out"], f"hand-{job}-{index}.log"), "wb")  # noqa: SIM115 - closed below
+        procs.append((job, index, subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.tf_mode_mains", json.dumps(tf_args)], cwd=ROOT, env=env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=setsid), log))
+    codes = {}
+    try:
+        for job, index, proc, _ in procs:
+            if job in timed_jobs(tf_args["model"]):
+                codes[f"{job}:{index}"] = proc.wait(timeout=900)
+    finally:
+        for _, _, proc, log in procs:  # servers (ps, PS workers) serve until stopped
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+            log.close()
+    failed = [name for name, code in codes.items() if code]
+    if failed:
+        job, index = failed[0].split(":")
+        tail = open(os.path.join(tf_args["out"], f"hand-{job}-{index}.log"), errors="replace").read()[-3000:]
+        raise RuntimeError(f"by-hand TF processes {failed} exited with {codes}:\n{tail}")
 
 
 def run_tfos(sc, tf_args: dict, run_kwargs: dict) -> None:
     import tfos
 
-    tfos.run(sc, cnn_fit, tf_args, 2, **run_kwargs).shutdown(timeout=900)
+    roles = ROLES[tf_args["model"]]
+    num_ps = sum(1 for job, _ in roles if job == "ps")
+    chief = "chief" if any(job == "chief" for job, _ in roles) else None
+    tfos.run(sc, train, tf_args, len(roles), num_ps=num_ps, master_node=chief, **run_kwargs).shutdown(timeout=900)
 
 
 def descendants(snap: dict[int, dict], roots: set[int]) -> set[int]:
@@ -99,7 +132,7 @@ def descendants(snap: dict[int, dict], roots: set[int]) -> set[int]:
 
 def cpu_breakdown(results: list[dict], daemons: list[int]) -> dict[str, float]:
     """CPU cores used over the chief's timed window, by kind of process."""
-    chief = next(r for r in results if r["task"] == 0)
+    chief = next(r for r in results if "snaps" in r and r["snaps"])
     start, end = chief["snaps"]["start"], chief["snaps"]["end"]
     before = {int(k): v for k, v in start["procs"].items()}
     after = {int(k): v for k, v in end["procs"].items()}
@@ -151,17 +184,18 @@ def one_run(name: str, sc, base_args: dict, daemons: list[int]) -> dict:
     else:
         run_tfos(sc, tf_args, run_kwargs)
     wall = time.perf_counter() - begin
-    results = [json.load(open(os.path.join(out, f"worker-{i}.json"))) for i in range(2)]
+    results = [json.load(open(os.path.join(out, f"node-{job}-{index}.json"))) for job, index in ROLES[base_args["model"]]]
     shutil.rmtree(out, ignore_errors=True)
-    rate = min(r["examples_per_s"] for r in results)
+    timers = [r for r in results if "examples_per_s" in r]
+    rate = min(r["examples_per_s"] for r in timers)
     row = {"variant": name, "examples_per_s": rate, "wall": wall, "load_before": load[0],
-           "epoch_secs": results[0]["epoch_secs"], "cpu": cpu_breakdown(results, daemons),
-           "env": results[0]["environment"], "tf_threads": results[0]["tf_threads"],
-           "threads_end": results[0]["snaps"]["end"]["self"]["status"].get("Threads"),
+           "epoch_secs": timers[0]["epoch_secs"], "cpu": cpu_breakdown(results, daemons),
+           "env": timers[0]["environment"], "tf_threads": timers[0]["tf_threads"],
+           "threads_end": next(r for r in timers if r["snaps"])["snaps"]["end"]["self"]["status"].get("Threads"),
            "autogroups": sorted({r["environment"]["autogroup"].split()[0] for r in results})}
     row["per_tf_core"] = rate / max(row["cpu"]["TF processes"], 1e-9)
-    # per TF process: on-CPU and runnable-but-waiting (run queue) cores, from its threads' schedstat
-    row["sched"] = [(r["run_cores"], r["queue_cores"]) for r in sorted(results, key=lambda r: r["task"])]
+    # per timing TF process: on-CPU and runnable-but-waiting (run queue) cores, from its threads' schedstat
+    row["sched"] = [(r["run_cores"], r["queue_cores"]) for r in sorted(timers, key=lambda r: r["task"])]
     epochs = " ".join(f"{s:.2f}" for s in row["epoch_secs"])
     print(f"{name:16s} {rate:8.0f} examples/s  (epochs {epochs} s; run {wall:.1f} s; load {load[0]:.1f}; "
           f"TF processes used {row['cpu']['TF processes']:.2f} cores = {row['per_tf_core']:.0f} examples per TF "
@@ -173,7 +207,7 @@ def one_run(name: str, sc, base_args: dict, daemons: list[int]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=("mnist", "cifar10"), default="mnist")
+    parser.add_argument("--model", choices=tuple(ROLES), default="mnist")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", default="tfos,hand")
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch (global batch each)")
@@ -190,12 +224,15 @@ def main() -> None:
     base = {"model": args.model, "batch": args.batch, "steps": args.steps, "epochs": args.epochs,
             "examples": args.examples}
     rows: list[dict] = []
-    standalone = StandaloneCluster(workers=2).start()
+    nodes = len(ROLES[args.model])
+    standalone = StandaloneCluster(workers=nodes).start()
     try:
-        spark = session_on(standalone, "tfos-tf-mode-throughput", 2)
+        spark = session_on(standalone, "tfos-tf-mode-throughput", nodes)
         daemons = [p.pid for p in standalone._procs]  # noqa: SLF001 - to name their CPU use
-        print(f"{args.model} CNN, global batch {args.batch}, {args.steps} steps x {args.epochs} epochs (first not "
-              f"timed), 2 workers, MultiWorkerMirroredStrategy; {os.cpu_count()} CPUs", flush=True)
+        setup = ("Criteo wide & deep, ParameterServerStrategy: 1 ps + 2 workers + the chief coordinating"
+                 if args.model == "criteo-ps" else f"{args.model} CNN, 2 workers, MultiWorkerMirroredStrategy")
+        print(f"{setup}; global batch {args.batch}, {args.steps} steps x {args.epochs} epochs (first not timed); "
+              f"{os.cpu_count()} CPUs", flush=True)
         for _ in range(args.repeats):
             for name in variants:
                 rows.append(one_run(name, spark.sparkContext, base, daemons))
@@ -215,8 +252,8 @@ def main() -> None:
     print("\nper TF process, mean over the runs: on-CPU cores / cores runnable but waiting on a run queue:")
     for v in variants:
         mine = [r["sched"] for r in rows if r["variant"] == v]
-        cells = [f"worker {i}: {sum(s[i][0] for s in mine) / len(mine):.2f} / {sum(s[i][1] for s in mine) / len(mine):.2f}"
-                 for i in range(2)]
+        cells = [f"timer {i}: {sum(s[i][0] for s in mine) / len(mine):.2f} / {sum(s[i][1] for s in mine) / len(mine):.2f}"
+                 for i in range(len(mine[0]))]
         print(f"  {v:16s} " + "   ".join(cells))
     print("\nCPU cores used during the timed epochs, mean over the runs of each variant:")
     keys = list(rows[0]["cpu"])

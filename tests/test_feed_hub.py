@@ -1,12 +1,14 @@
 """The feed hub below Spark: feed tasks (``send_partition``, run in threads here) send their
-partitions' shards over TCP to real hubs, which feed real DataFeed consumer processes over
+partitions' shards over TCP (or a hub's Unix socket, from its own host) to real hubs, which feed real DataFeed consumer processes over
 their Unix sockets. Exact epochs, the first epoch flowing before the input has ended, the
 authenticated greeting, a feed task that dies, terminate() and the driver's cancel."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import socket
 import threading
 import time
 
@@ -49,8 +51,11 @@ def hubs(consumers, tmp_path):
     consumers.reset()
 
 
-def plan_for(hubs, secret, partitions, *, epochs=1, remainder="drop", end_feed=True, chunk_rows=16, timeout=30.0):
-    addresses = [{"node": h.node, "host": "127.0.0.1", "port": h.port} for h in hubs]
+def plan_for(hubs, secret, partitions, *, epochs=1, remainder="drop", end_feed=True, chunk_rows=16, timeout=30.0,
+             hostname="another-host"):
+    """The feed plan; with ``hostname=socket.gethostname()`` the tasks reach the hubs over their Unix sockets."""
+    addresses = [{"node": h.node, "host": "127.0.0.1", "port": h.port, "hostname": hostname,
+                  "socket": h.socket_path} for h in hubs]
     return DirectPlan(0, "input", secrets.token_hex(6), addresses, secret, partitions, epochs, remainder, end_feed,
                       timeout, chunk_rows, 1 << 20)
 
@@ -84,16 +89,21 @@ def send_all(plan, partitions, concurrent=True):
     return lines, errors
 
 
-@pytest.mark.parametrize("remainder", ["drop", "wrap"])
-def test_every_worker_gets_the_same_rows_each_epoch_from_uneven_partitions(hubs, remainder):
+@pytest.mark.parametrize(("remainder", "transport"), [("drop", "tcp"), ("wrap", "tcp"), ("drop", "unix")])
+def test_every_worker_gets_the_same_rows_each_epoch_from_uneven_partitions(hubs, remainder, transport):
     made, secret, pool = hubs
     sizes = [13, 0, 40, 1, 7]
     parts = rows_of(sizes)
-    plan = plan_for(made, secret, len(sizes), epochs=3, remainder=remainder)
+    assert all(h.socket_path and os.path.exists(h.socket_path) for h in made)
+    plan = plan_for(made, secret, len(sizes), epochs=3, remainder=remainder,
+                    hostname=socket.gethostname() if transport == "unix" else "another-host")
     for i in range(WORKERS):
         pool.submit(i, "epochs", feed_dir=made[i].target.node["feed_dir"], node=made[i].node, batch_size=5)
-    _, errors = send_all(plan, parts)
+    lines, errors = send_all(plan, parts)
     assert not errors
+    # a hub on the task's own host is reached over its Unix socket, one elsewhere over TCP
+    via_unix = [sorted(json.loads(line[0])["unix_socket"]) for line in lines if line]
+    assert via_unix == [sorted(h.node for h in made) if transport == "unix" else []] * len(sizes)
     got = [pool.result(i) for i in range(WORKERS)]
     shard = [sum(rows_for_shard(m, p % WORKERS, k, WORKERS) for p, m in enumerate(sizes)) for k in range(WORKERS)]
     per_epoch = min(shard) if remainder == "drop" else max(shard)
@@ -126,12 +136,24 @@ def test_the_first_rows_reach_the_node_before_the_rest_of_the_input_is_read(hubs
     assert '"complete": false' in later[0] and '"rows": 0' in later[0]
 
 
-def test_a_feed_task_without_the_cluster_secret_is_refused_before_sending_a_row(hubs):
+@pytest.mark.parametrize("hostname", ["another-host", socket.gethostname()], ids=["tcp", "unix"])
+def test_a_feed_task_without_the_cluster_secret_is_refused_before_sending_a_row(hubs, hostname):
     made, secret, _ = hubs
-    plan = plan_for(made, secret, 1)
+    plan = plan_for(made, secret, 1, hostname=hostname)
     hub = plan.hubs[0]
     with pytest.raises(FeedError, match="refused partition 0 of input 'input': not authenticated"):
         HubLink(hub, plan.hello(0, 0, 0), secrets.token_bytes(32), 5.0)
+
+
+def test_the_hubs_unix_socket_is_its_owners_alone_and_goes_with_the_hub(hubs):
+    made, secret, _ = hubs
+    path = made[0].socket_path
+    assert os.stat(path).st_mode & 0o077 == 0  # no other user on the host can even connect
+    made[0].close()
+    assert not os.path.exists(path)
+    # a task on the hub's host whose socket is gone tries the hub's TCP port instead (closed too: an error naming it)
+    with pytest.raises(FeedError, match=r"the feed hub of worker:0 at 127\.0\.0\.1:\d+"):
+        HubLink(plan_for(made, secret, 1, hostname=socket.gethostname()).hubs[0], {}, secret, 1.0)
 
 
 def test_a_feed_task_that_dies_after_sending_rows_fails_the_nodes_datafeed_naming_it(hubs):

@@ -249,12 +249,14 @@ class Bench:
                             out = summarize(read_results(self.out, f"{tag}-{i}", WORKERS, 60), t0, n)
                             dropped = report["inputs"]["input"]["remainder_rows_per_epoch"]
                             out.update(train_call_s=round(train_s, 2), rows_fed=report["inputs"]["input"]["rows_fed"],
-                                       phases=phases(report), check=check(out["consumed"], expected) if not dropped
+                                       phases=phases(report), route=report.get("route", "shuffle"),
+                                       first_batch_s=report["inputs"]["input"].get("first_batch_seconds"), check=check(out["consumed"], expected) if not dropped
                                        else f"{dropped} remainder rows dropped")
                             runs.append(out)
                             self.log(f"(b) run {i + 1}: Spark scan {n / scans[-1]:,.0f} rows/s ({scans[-1]:.2f}s), "
                                      f"tfos {out['rows_per_s']:,} rows/s ({out['seconds']:.1f}s, train() "
-                                     f"{train_s:.1f}s) [{out['check']}]")
+                                     f"{train_s:.1f}s, first batch {out['first_batch_s']}s after train()) "
+                                     f"[{out['check']}]")
                         cluster.shutdown(timeout=self.opts.timeout)
                     finally:
                         rss = self.sampler.end()

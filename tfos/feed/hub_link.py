@@ -1,10 +1,11 @@
-"""The authenticated TCP link between a training feed task and a node's feed hub.
+"""The authenticated link between a training feed task and a node's feed hub.
 
 A feed task (:mod:`tfos.feed.direct_task`) sends each shard of its partition straight to
 the hub of the node that trains on it (:mod:`tfos.feed.hub`), wherever that node runs: no
-Spark shuffle between them. The link uses the feed channel's framing
-(:class:`~tfos.feed.channel.Connection`: msgpack control messages, Arrow IPC ``DATA``; never
-pickle) over TCP, with one authenticated greeting:
+Spark shuffle between them. A hub on the task's own host is reached over its Unix socket (in
+the node's feed directory, :func:`hub_socket_path`), any other over TCP. The link uses the feed
+channel's framing (:class:`~tfos.feed.channel.Connection`: msgpack control messages, Arrow IPC
+``DATA``; never pickle), with one authenticated greeting on either transport:
 
     hub  -> HELLO {version, nonce, node}
     task -> HELLO {feed plan ..., mac}      mac = HMAC-SHA256(cluster secret, nonce + plan)
@@ -25,6 +26,7 @@ import errno
 import hashlib
 import hmac
 import json
+import os
 import socket
 import time
 from typing import Any
@@ -35,6 +37,14 @@ from tfos.feed.errors import FeedError, FeedTimeout, PeerGone
 HUB_VERSION = 1
 GREETING_TIMEOUT = 30.0
 CONNECT_RETRY_SECS = 0.1
+HUB_SOCKET = "hub.sock"
+
+
+def hub_socket_path(feed_dir: str) -> str | None:
+    """Where the hub of the node with ``feed_dir`` also listens for feed tasks on its own host (a Unix
+    socket), or None where that path is too long for one (the hub is then reached over TCP only)."""
+    path = os.path.join(feed_dir, HUB_SOCKET)
+    return path if len(os.fsencode(path)) <= ch.MAX_SUN_PATH else None
 
 
 def plan_mac(secret: bytes, nonce: str, hello: dict[str, Any]) -> str:
@@ -61,7 +71,9 @@ class HubLink:
         self.timeout = timeout
         self.stopped: str | None = None
         self.rows_sent = 0
-        self.conn = _connect(hub, self.where, timeout)
+        self.conn, self.local = _connect(hub, self.where, timeout)
+        if self.local:
+            self.where = f"the feed hub of {self.node} at {hub['socket']}"
         try:
             greet = self.conn.recv(timeout=GREETING_TIMEOUT, what=f"the greeting of {self.where}")
             info = greet.control() if greet.type == ch.HELLO else {}
@@ -136,10 +148,26 @@ class HubLink:
         self.conn.close()
 
 
-def _connect(hub: dict[str, Any], where: str, timeout: float) -> ch.Connection:
-    """TCP to the hub, retried while it is not listening yet (its TF process is starting) up to ``timeout``."""
+def _local_socket(hub: dict[str, Any]) -> str | None:
+    """The hub's Unix socket when it runs on this host (same host name) and has one, else None."""
+    path = hub.get("socket")
+    return path if path and hub.get("hostname") == socket.gethostname() else None
+
+
+def _connect(hub: dict[str, Any], where: str, timeout: float) -> tuple[ch.Connection, bool]:
+    """A connection to the hub and whether it is the local Unix socket: that one when the hub runs on this
+    host, else TCP; retried while the hub is not listening yet (its TF process is starting) up to ``timeout``."""
     deadline = time.monotonic() + timeout
+    local = _local_socket(hub)
     while True:
+        if local and os.path.exists(local):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(min(10.0, timeout))
+            try:
+                sock.connect(local)
+                return ch.Connection(sock, where, peer_pid=0, drain_on_send=True), True
+            except OSError:  # a stale socket file, or not accepting: TCP says whether the hub is up
+                sock.close()
         try:
             sock = socket.create_connection((hub["host"], int(hub["port"])), timeout=min(10.0, timeout))
         except OSError as exc:
@@ -152,5 +180,4 @@ def _connect(hub: dict[str, Any], where: str, timeout: float) -> ch.Connection:
             time.sleep(CONNECT_RETRY_SECS)
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return ch.Connection(sock, where, peer_pid=0, drain_on_send=True)
-
+        return ch.Connection(sock, where, peer_pid=0, drain_on_send=True), False
