@@ -89,3 +89,32 @@ def test_a_collector_turned_off_by_the_user_stays_off():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_first_rows_of_every_shard_leave_with_the_first_chunk_and_chunks_grow_from_there():
+    # what makes a node's first batch come within a fraction of a second of train(): the feed task
+    # does not hold a shard's rows back until a whole 4,096-row chunk of it has been read
+    from tfos.feed.plans import ShardPlan
+    from tfos.feed.sharding import split_by_shard
+
+    rows = [([i % 256] * 784, i % 10) for i in range(20_000)]
+    batches = list(encoded_chunks(rows, ChunkSizer(4096, 4 << 20), codec.RowEncoder(0).encode))
+    assert [b.num_rows for b in batches[:4]] == [64, 256, 1024, 4096]  # 4x per chunk up to chunk_rows
+    emitted, consumed = [], 0
+
+    def located():
+        nonlocal consumed
+        for b in batches:
+            yield 0, consumed, b
+            consumed += b.num_rows
+
+    first_rows = {}
+    for shard, n, payload in split_by_shard(ShardPlan(0, 2, 4096, 4 << 20), located()):
+        emitted.append((shard, n, consumed))
+        first_rows.setdefault(shard, [y for _, y in _decode(codec.from_ipc(payload))])
+    # each shard's first 32 rows leave once the first 64 rows were read
+    assert emitted[:2] == [(0, 32, 0), (1, 32, 0)]
+    sizes = [n for shard, n, _ in emitted if shard == 0]
+    assert sizes[:4] == [32, 128, 512, 2048] and sum(n for _, n, _ in emitted) == len(rows)
+    assert all(n <= 4096 for n in sizes)
+    assert first_rows == {k: [i % 10 for i in range(k, 64, 2)] for k in (0, 1)}  # rotation: row j to shard j mod 2

@@ -44,7 +44,7 @@ def before(plan: ShardPlan, rows: Iterator) -> list[tuple[int, int, bytes]]:
             sizer.learn(batch)
             yield 0, first, batch
 
-    return list(sharding._split_by_shard(plan, located()))
+    return list(sharding.split_by_shard(plan, located()))
 
 
 def now(plan: ShardPlan, rows: Iterator) -> list[tuple[int, int, bytes]]:

@@ -29,7 +29,11 @@ FIRST_CHUNK_ROWS = 64
 
 
 class ChunkSizer:
-    """Rows per chunk: at most ``chunk_rows`` and about ``chunk_bytes`` (learned from the data)."""
+    """Rows per chunk: at most ``chunk_rows`` and about ``chunk_bytes`` (learned from the data).
+
+    The first chunk has ``FIRST_CHUNK_ROWS`` rows and each next one up to 4x the last, so the
+    first rows leave after a few milliseconds of reading instead of a whole chunk's worth.
+    """
 
     def __init__(self, chunk_rows: int, chunk_bytes: int):
         self.max_rows, self.max_bytes = max(1, chunk_rows), max(1, chunk_bytes)
@@ -38,7 +42,7 @@ class ChunkSizer:
     def learn(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
             per_row = max(1, batch.nbytes // batch.num_rows)
-            self.rows = int(min(self.max_rows, max(1, self.max_bytes // per_row)))
+            self.rows = int(min(self.max_rows, max(1, self.max_bytes // per_row), 4 * self.rows))
 
 
 def iter_chunks(rows: Iterable[Any], sizer: ChunkSizer) -> Iterator[tuple[int, list]]:

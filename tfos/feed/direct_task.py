@@ -27,7 +27,7 @@ from tfos.feed.errors import FeedError
 from tfos.feed.hub_link import HubLink
 from tfos.feed.plans import DirectPlan
 from tfos.feed.progress import report_error
-from tfos.feed.sharding import _split_by_shard
+from tfos.feed.sharding import split_by_shard
 
 logger = logging.getLogger("tfos.feed")
 
@@ -78,7 +78,7 @@ def _send(plan: DirectPlan, partition: int, batches: Iterable[pa.RecordBatch]) -
         if all(link.stopped for link in links):
             complete = False
         else:
-            for k, n, payload in _split_by_shard(plan.shard_plan(), located()):
+            for k, n, payload in split_by_shard(plan.shard_plan(), located()):
                 links[k].send(payload, n)
                 if all(link.stopped for link in links):
                     complete = False  # no node wants more of this input: read no further

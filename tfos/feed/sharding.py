@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tfos.feed import arrow_codec as codec
-from tfos.feed.chunking import ChunkSizer, encoded_chunks
+from tfos.feed.chunking import FIRST_CHUNK_ROWS, ChunkSizer, encoded_chunks
 from tfos.feed.errors import FeedError
 from tfos.feed.plans import ShardPlan
 from tfos.feed.progress import report_error
@@ -51,7 +51,7 @@ def shard_rows(plan: ShardPlan, partition: int, rows: Iterable[Any]) -> Iterator
             first += batch.num_rows
 
     try:
-        for k, n, payload in _split_by_shard(plan, located()):
+        for k, n, payload in split_by_shard(plan, located()):
             yield k, (plan.qindex, n, payload)
     except FeedError as exc:
         report_error(plan.progress, {"feed": "map", "shard": -1}, f"{type(exc).__name__}: {exc}")
@@ -71,26 +71,39 @@ def shard_arrow(plan: ShardPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[
             yield partition, pos, batch
             pos += batch.num_rows
 
-    for k, rows, payload in _split_by_shard(plan, located()):
+    for k, rows, payload in split_by_shard(plan, located()):
         yield pa.RecordBatch.from_arrays(
             [pa.array([k], pa.int32()), pa.array([plan.qindex], pa.int32()), pa.array([rows], pa.int64()),
              pa.array([payload], pa.binary())], names=["shard", "q", "rows", "payload"])
 
 
-def _split_by_shard(plan: ShardPlan, located: Iterable[tuple[int | None, int, pa.RecordBatch]]
+def split_by_shard(plan: ShardPlan, located: Iterable[tuple[int | None, int, pa.RecordBatch]]
                     ) -> Iterator[tuple[int, int, bytes]]:
     """Batches of one partition, each with its first row's position in the partition -> per-shard
     ``(shard, rows, arrow_ipc_bytes)`` chunks: row ``pos`` goes to shard ``(offset + pos) mod n``
-    (see :class:`ShardPlan`)."""
+    (see :class:`ShardPlan`).
+
+    A shard's first chunk leaves with the first batch that has rows of it, and its chunks grow
+    from there (doubling from ``FIRST_CHUNK_ROWS``) to ``plan.chunk_rows``: the first rows reach
+    their node while the partition is still being read, instead of after ``n * chunk_rows`` rows.
+    """
     n = plan.num_shards
     pending: list[list[pa.RecordBatch]] = [[] for _ in range(n)]
     pending_rows = [0] * n
     pending_bytes = [0] * n
+    emitted = [0] * n
 
     def emit(k: int) -> tuple[int, int, bytes]:
         out = (k, pending_rows[k], codec.to_ipc(pending[k]).to_pybytes())
         pending[k], pending_rows[k], pending_bytes[k] = [], 0, 0
+        emitted[k] += 1
         return out
+
+    def full(k: int) -> bool:
+        if not emitted[k]:
+            return True
+        return pending_rows[k] >= min(plan.chunk_rows, FIRST_CHUNK_ROWS << emitted[k]) or \
+            pending_bytes[k] >= plan.chunk_bytes
 
     for partition, pos, batch in located:
         offset = plan.offset(partition)
@@ -103,7 +116,7 @@ def _split_by_shard(plan: ShardPlan, located: Iterable[tuple[int | None, int, pa
             pending[k].append(piece)
             pending_rows[k] += piece.num_rows
             pending_bytes[k] += piece.nbytes
-            if pending_rows[k] >= plan.chunk_rows or pending_bytes[k] >= plan.chunk_bytes:
+            if full(k):
                 yield emit(k)
     for k in range(n):
         if pending_rows[k]:
