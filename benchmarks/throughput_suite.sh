@@ -36,4 +36,4 @@ run e_criteo_ps $PY benchmarks/tf_mode_throughput.py --model criteo-ps --repeats
 echo "end $(date -u +%FT%TZ); load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/run.txt"
 echo
 echo "verdicts (full output in $OUT):"
-grep -hE "PASS|FAIL|tfos / by hand" "$OUT"/*.log | grep -v '^{' || true
+for f in "$OUT"/*.log; do grep -E "PASS|FAIL|tfos / by hand" "$f" | grep -v "^{" | sed "s|^|$(basename "$f" .log): |"; done

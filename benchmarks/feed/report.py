@@ -57,11 +57,11 @@ def evaluate(results: dict[int, dict]) -> tuple[dict, list[tuple]]:
             target(n, f"(d) tfos inference / direct mapPartitions, {kind} RDD",
                    _ratio(d[kind]["tfos_rows_per_s"], d[kind]["direct_rows_per_s"]), TARGETS["d_vs_direct"])
     sizes = sorted(results)
-    for phase in ("a_tfos", "b"):
+    names = {"a_tfos": "(a)", "a_cached": "(a) cached", "b": "(b)"}
+    for phase in ("a_tfos", "a_cached", "b"):
         have = [n for n in sizes if results[n].get(phase, {}).get("rss")]
         for group in ("tf", "feed"):
-            label = f"(c) {'(a)' if phase == 'a_tfos' else '(b)'} {'TF process' if group == 'tf' else 'feeding worker'}" \
-                    f" peak RSS growth, MB"
+            label = f"(c) {names[phase]} {'TF process' if group == 'tf' else 'feeding worker'} peak RSS growth, MB"
             if len(have) < 2:
                 if have:
                     target("all", label, None, TARGETS["c_growth_mb"], higher=False)
