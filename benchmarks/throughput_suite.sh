@@ -8,7 +8,7 @@
 #              MultiWorkerMirroredStrategy) and the Criteo model under ParameterServerStrategy
 # Each benchmark's full output goes to OUT_DIR/<name>.log; the verdict lines are printed at the end.
 #
-#   bash benchmarks/throughput_suite.sh [OUT_DIR]      # about 40 minutes on 2 cores
+#   bash benchmarks/throughput_suite.sh [OUT_DIR]      # about 20 minutes on 2 cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
