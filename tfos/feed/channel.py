@@ -427,6 +427,27 @@ class Connection:
 # ---------------------------------------------------------------------------------------------
 # TF side: listening
 # ---------------------------------------------------------------------------------------------
+def unix_listener(path: str, backlog: int) -> socket.socket:
+    """A listening Unix socket at ``path`` that only this user can connect to; a socket file left
+    at ``path`` (by a process that was killed) is replaced."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o077)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Listener:
     """The TF process's listening socket for one named input, advertised in ``feed_dir``."""
 
@@ -439,22 +460,8 @@ class Listener:
             self._short_dir = tempfile.mkdtemp(prefix="tfos-feed-")  # mode 0700
             path = os.path.join(self._short_dir, f"{qname}.sock")
         self.path = path
-        try:
-            os.unlink(path)  # left by an earlier DataFeed of this process or a crashed one
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            old = os.umask(0o077)
-            try:
-                sock.bind(path)
-            finally:
-                os.umask(old)
-            sock.listen(backlog)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = unix_listener(path, backlog)  # replaces a socket left by an earlier or crashed DataFeed
+        sock.setblocking(False)
         self.sock = sock
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)

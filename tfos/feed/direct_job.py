@@ -190,7 +190,7 @@ def _statistics(hubs: list[dict], names: list[str], told: dict, lines: list[str]
                            "first_batch_at": f.get("first_batch_at")} for q, f in zip(names, facts, strict=True)},
             "partitions_sent": sum(1 for t in tasks if t.get("complete")),
             # how the feed tasks reached this hub: its Unix socket from its own host, else TCP
-            "links": {"unix_socket": sum(1 for t in tasks if hub["node"] in t.get("unix_socket", [])),
-                      "tcp": sum(1 for t in tasks if hub["node"] not in t.get("unix_socket", []))},
+            "links": {"unix_socket": (local := sum(1 for t in tasks if hub["node"] in t.get("unix_socket", []))),
+                      "tcp": len(tasks) - local},
         })
     return shards

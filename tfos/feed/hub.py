@@ -161,22 +161,11 @@ class FeedHub:
 
 
 def _unix_listener(path: str) -> socket.socket | None:
-    """A listening Unix socket at ``path`` (owner only), or None where it cannot be made (TCP still serves)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """The hub's Unix socket at ``path`` (owner only), or None where it cannot be made (TCP still serves)."""
     try:
-        try:
-            os.unlink(path)  # left by a killed TF process of this node directory
-        except FileNotFoundError:
-            pass
-        old = os.umask(0o077)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        sock.listen(128)
-        sock.settimeout(0.5)
-        return sock
+        sock = ch.unix_listener(path, backlog=128)
     except OSError as exc:
-        sock.close()
         logger.warning("feed hub: no Unix socket at %s (%s); feed tasks on this host use TCP", path, exc)
         return None
+    sock.settimeout(0.5)
+    return sock

@@ -78,7 +78,7 @@ def shard_arrow(plan: ShardPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[
 
 
 def split_by_shard(plan: ShardPlan, located: Iterable[tuple[int | None, int, pa.RecordBatch]]
-                    ) -> Iterator[tuple[int, int, bytes]]:
+                   ) -> Iterator[tuple[int, int, bytes]]:
     """Batches of one partition, each with its first row's position in the partition -> per-shard
     ``(shard, rows, arrow_ipc_bytes)`` chunks: row ``pos`` goes to shard ``(offset + pos) mod n``
     (see :class:`ShardPlan`).
