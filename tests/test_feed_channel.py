@@ -147,12 +147,17 @@ def test_codec_dense_lists_keep_every_value_whatever_the_fast_path_sees(chunk):
     assert codec.column_to_numpy(batch.column(0), batch.schema.field(0)).dtype == np.array(chunk).dtype
 
 
-def test_spill_epochs_drop_and_wrap_move_through_the_shard(tmp_path):
-    spill = feeder.SpillFile(str(tmp_path), "s")
+@pytest.mark.parametrize("held_chunks", [0, 1, 3], ids=["on-disk", "first-chunk-held", "all-held"])
+def test_spill_epochs_drop_and_wrap_move_through_the_shard(tmp_path, held_chunks):
     enc = codec.RowEncoder(0)
-    for start in range(0, 10, 4):
-        rows = list(range(start, min(start + 4, 10)))
-        spill.append(codec.to_ipc(enc.encode(rows)).to_pybytes(), len(rows))
+    payloads = [codec.to_ipc(enc.encode(list(range(s, min(s + 4, 10))))).to_pybytes() for s in range(0, 10, 4)]
+    spill = feeder.SpillFile(str(tmp_path), "s", memory_bytes=sum(len(p) for p in payloads[:held_chunks]))
+    for payload in payloads:
+        spill.append(payload, len(codec.rows_from_batch(codec.from_ipc(payload)[0])))
+    assert spill.held_bytes + spill.disk_bytes == sum(map(len, payloads))
+    # only what does not fit in memory is written, and the file is made only then
+    assert os.path.exists(spill.path) == (held_chunks < 3)
+    assert spill.disk_bytes == sum(len(p) for p in payloads[held_chunks:])
 
     def epoch(e, target):
         out = []
@@ -169,6 +174,23 @@ def test_spill_epochs_drop_and_wrap_move_through_the_shard(tmp_path):
     wrapped = epoch(3, 12)
     assert len(wrapped) == 12 and wrapped[:10] == list(range(10)) and wrapped[10:] == [6, 7]
     assert len(epoch(1, 25)) == 25
+    spill.close()
+
+
+def test_a_released_spill_chunk_frees_its_memory_and_cannot_be_fed_again(tmp_path):
+    spill = feeder.SpillFile(str(tmp_path), "s", memory_bytes=100)
+    spill.append(b"a" * 60, 1)
+    spill.append(b"b" * 60, 1)  # does not fit beside the first: to disk
+    assert (spill.held_bytes, spill.disk_bytes) == (60, 60)
+    assert spill.read(0) == b"a" * 60 and spill.read(1) == b"b" * 60
+    spill.release(0)
+    assert spill.held_bytes == 0
+    with pytest.raises(ValueError, match="chunk 0 .* was released"):
+        spill.read(0)
+    spill.append(b"c" * 60, 1)  # the freed memory takes the next chunk
+    assert (spill.held_bytes, spill.disk_bytes) == (60, 60)
+    assert spill.read(2) == b"c" * 60
+    spill.close()
 
 
 def test_registry_sorts_nodes_and_spreads_partitions(tmp_path, monkeypatch):

@@ -58,6 +58,8 @@ def test_train_routes_rdd_rows_to_the_nodes_without_a_shuffle_in_exact_epochs(sc
     assert report["inputs"]["input"]["first_batch_seconds"] is not None
     # every node runs on this host: every feed task reached every hub over its Unix socket
     assert [s["links"] for s in report["shards"]] == [{"unix_socket": 5, "tcp": 0}] * 3  # one task per partition
+    # a small input stays in the hubs' memory for both epochs: nothing written to local disk
+    assert [s["spilled_bytes"] for s in report["shards"]] == [[0]] * 3
 
 
 def test_terminate_stops_the_feed_without_computing_the_rest_of_the_input(sc, tmp_path, start):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.test_feed_consumers import ConsumerPool
+from tfos.feed import hub_feed
 from tfos.feed.direct_job import cancel_hubs
 from tfos.feed.direct_task import send_partition
 from tfos.feed.errors import FeedError
@@ -89,8 +90,14 @@ def send_all(plan, partitions, concurrent=True):
     return lines, errors
 
 
-@pytest.mark.parametrize(("remainder", "transport"), [("drop", "tcp"), ("wrap", "tcp"), ("drop", "unix")])
-def test_every_worker_gets_the_same_rows_each_epoch_from_uneven_partitions(hubs, remainder, transport):
+@pytest.mark.parametrize(("remainder", "transport", "held_bytes"),
+                         [("drop", "tcp", None), ("wrap", "tcp", None), ("drop", "unix", None), ("drop", "tcp", 2000),
+                          ("wrap", "unix", 2000)])
+def test_every_worker_gets_the_same_rows_each_epoch_from_uneven_partitions(hubs, remainder, transport, held_bytes,
+                                                                            monkeypatch):
+    """``held_bytes``: what a hub holds in memory; 2,000 bytes keeps a chunk or two, the rest goes to disk."""
+    if held_bytes is not None:
+        monkeypatch.setattr(hub_feed, "HELD_BYTES", held_bytes)
     made, secret, pool = hubs
     sizes = [13, 0, 40, 1, 7]
     parts = rows_of(sizes)
@@ -116,6 +123,29 @@ def test_every_worker_gets_the_same_rows_each_epoch_from_uneven_partitions(hubs,
             assert set(map(int, e["ids"])) <= mine  # only this worker's shard, never another's rows
         if remainder == "wrap":  # every row of the shard in every epoch, some twice
             assert all(set(map(int, e["ids"])) == mine for e in epochs)
+    spilled = [f.spill.disk_bytes for h in made for f in h._feeds.values()]
+    assert all(spilled) if held_bytes else not any(spilled)
+
+
+def test_an_input_fed_once_frees_what_the_node_has_so_memory_holds_the_backlog_only(hubs, monkeypatch):
+    monkeypatch.setattr(hub_feed, "HELD_BYTES", 3000)
+    made, secret, pool = hubs
+    sizes = [150, 150]
+    plan = plan_for(made, secret, len(sizes))
+    for i in range(WORKERS):
+        pool.submit(i, "epochs", feed_dir=made[i].target.node["feed_dir"], node=made[i].node, batch_size=5)
+    _, errors = send_all(plan, rows_of(sizes))
+    assert not errors
+    got = [pool.result(i) for i in range(WORKERS)]
+    assert [[sum(e["sizes"]) for e in g["input"]] for g in got] == [[150]] * WORKERS
+    for k, g in enumerate(got):
+        assert sorted(map(int, g["input"][0]["ids"])) == [p * 150 + j for p in range(2) for j in range(150)
+                                                         if (p + j) % WORKERS == k]
+    for h in made:
+        (feed,) = h._feeds.values()
+        # every chunk passed through memory or disk, and nothing is held once the node has it all
+        assert feed.spill.held_bytes == 0
+        assert feed.spill.rows == 150
 
 
 def test_the_first_rows_reach_the_node_before_the_rest_of_the_input_is_read(hubs):

@@ -184,6 +184,8 @@ def _statistics(hubs: list[dict], names: list[str], told: dict, lines: list[str]
         shards.append({
             "shard": k, "node": hub["node"], "route": "direct",
             "rows_in_shard": [f.get("rows_in_shard", 0) for f in facts],
+            # what the hub wrote to local disk, per input: chunks beyond what it holds in memory
+            "spilled_bytes": [f.get("spilled_bytes", 0) for f in facts],
             "all_shard_sizes": [[sizes[qi][j] for qi in range(len(names))] for j in range(len(hubs))],
             "rows_per_epoch": [f.get("rows_per_epoch") or 0 for f in facts],
             "inputs": {q: {"state": f.get("state"), "rows": f.get("rows", 0),

@@ -39,6 +39,10 @@ from tfos.feed.targets import NodeTarget, open_feed
 logger = logging.getLogger("tfos.feed")
 
 WAIT_SLICE = 0.5
+# The received chunks a hub holds in memory, per input, before it spills the rest to local disk. An
+# input fed for one epoch frees each chunk once the node has it, so this bounds what the node may
+# fall behind its feed tasks; one fed again holds its first chunks for every epoch.
+HELD_BYTES = 32 << 20
 
 
 class HubFeed:
@@ -63,7 +67,8 @@ class HubFeed:
         self.ident = f"{self.feed_id}:{self.qname}"  # the driver's name for this hub's reports of this input
         self._changed = threading.Condition()
         self._dir = spill_dir()
-        self.spill = SpillFile(self._dir, "input.arrows")
+        self.spill = SpillFile(self._dir, "input.arrows", memory_bytes=HELD_BYTES)
+        self._fed_once = self.epochs == 1 and self.remainder != "wrap"  # no chunk is read twice
         self.received: dict[int, int] = {}  # partition -> rows of this shard received
         self.ended: dict[int, int] = {}  # partition -> its row count over all shards
         self._sending: set[int] = set()  # partitions whose feed task is connected now
@@ -288,6 +293,9 @@ class HubFeed:
                 if exact is None and fed + rows > allowed:
                     break
                 send(self.spill.read(sent_chunks), rows)
+                if self._fed_once:
+                    with self._changed:
+                        self.spill.release(sent_chunks)
                 fed += rows
                 sent_chunks += 1
             if exact is not None and (fed >= exact or sent_chunks >= len(self.spill.chunks)):
@@ -346,7 +354,7 @@ class HubFeed:
                 pass
         if self.reporter is not None:
             info = {"state": state, "rows": fed, "rows_per_epoch": exact, "first_batch_at": first_at,
-                    "rows_in_shard": self.spill.rows}
+                    "rows_in_shard": self.spill.rows, "spilled_bytes": self.spill.disk_bytes}
             if self.ended and len(self.ended) >= self.num_partitions:
                 info["shard_sizes"] = shard_sizes(self.ended, self.num_shards)
             self.reporter.info(self.qname, info)

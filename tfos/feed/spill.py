@@ -22,28 +22,57 @@ logger = logging.getLogger("tfos.feed")
 
 
 class SpillFile:
-    """The chunks of one input of one shard on local disk, replayed once per epoch."""
+    """The chunks of one input of one shard, replayed once per epoch: held in memory up to
+    ``memory_bytes`` in all, the rest on local disk (the file is made only when a chunk goes there)."""
 
-    def __init__(self, directory: str, name: str):
+    def __init__(self, directory: str, name: str, memory_bytes: int = 0):
         self.path = os.path.join(directory, name)
-        self._f = open(self.path, "w+b")  # noqa: SIM115 - closed in close()
-        self.chunks: list[tuple[int, int, int]] = []  # (offset, length, rows)
+        self._f: Any = None  # opened by the first chunk that does not fit in memory
+        self.chunks: list[tuple[int, int, int]] = []  # (offset in the file or -1 if held, length, rows)
         self.rows = 0
         self._size = 0
+        self._memory_bytes = memory_bytes
+        self._held: dict[int, Any] = {}  # chunk index -> payload, for the chunks held in memory
+        self.held_bytes = 0
+        self.disk_bytes = 0
+        self._unflushed = False
 
-    def append(self, payload: bytes, rows: int) -> None:
-        self._f.write(payload)
-        self.chunks.append((self._size, len(payload), rows))
-        self._size += len(payload)
+    def append(self, payload: Any, rows: int) -> None:
+        """Keep one chunk (an Arrow IPC stream); ``payload`` must not change afterwards."""
+        if self.held_bytes + len(payload) <= self._memory_bytes:
+            self._held[len(self.chunks)] = payload
+            self.chunks.append((-1, len(payload), rows))
+            self.held_bytes += len(payload)
+        else:
+            if self._f is None:
+                self._f = open(self.path, "w+b")  # noqa: SIM115 - closed in close()
+            self._f.write(payload)
+            self._unflushed = True
+            self.chunks.append((self._size, len(payload), rows))
+            self._size += len(payload)
+            self.disk_bytes += len(payload)
         self.rows += rows
 
     def finish(self) -> None:
-        self._f.flush()
+        if self._unflushed:
+            self._f.flush()
+            self._unflushed = False
 
-    def read(self, i: int) -> bytes:
+    def read(self, i: int) -> Any:
         """Chunk ``i`` as it was appended (an Arrow IPC stream)."""
         offset, length, _ = self.chunks[i]
+        if offset < 0:
+            if i not in self._held:
+                raise ValueError(f"chunk {i} of {self.path} was released: it cannot be fed again")
+            return self._held[i]
+        self.finish()
         return os.pread(self._f.fileno(), length, offset)
+
+    def release(self, i: int) -> None:
+        """Free chunk ``i`` if it is held in memory (an input fed once needs no copy of what it fed)."""
+        payload = self._held.pop(i, None)
+        if payload is not None:
+            self.held_bytes -= len(payload)
 
     def table(self, i: int) -> pa.Table:
         """Chunk ``i`` decoded."""
@@ -56,7 +85,7 @@ class SpillFile:
         epoch (so over the epochs every row is seen); with fewer, rows from the start of a
         moving window are fed again at the end (wrap).
         """
-        self._f.flush()
+        self.finish()
         total = self.rows
         if target == total or total == 0:
             for i, (_, _, rows) in enumerate(self.chunks):
@@ -110,7 +139,10 @@ class SpillFile:
             start = 0
 
     def close(self) -> None:
-        self._f.close()
+        self._held.clear()
+        self.held_bytes = 0
+        if self._f is not None:
+            self._f.close()
 
 
 SPILL_PREFIX = "tfos-feed-spill-"
