@@ -4,8 +4,11 @@ returns rows, for a cached RDD fed several times into one running TF cluster.
 On a Spark standalone cluster of 2 single-core workers (127.0.0.1), 2 TF nodes; a cached RDD of
 ``--rows`` MNIST-shaped Python rows (784 ints, a label) in 4 partitions; ``--calls`` ``train()``
 calls one after the other. Prints per call the ``train()`` time, when each node's first batch
-came (measured in the node) and the report's ``first_batch_seconds``. The first call of a fresh
-Spark application also pays the Python workers' first imports.
+came (measured in the node) and the report's ``first_batch_seconds``; and, before each call, the
+floor Spark itself sets: the round trip of a job of one empty Python task per executor. The first
+call of a fresh Spark application also pays the Python workers' first imports (``tfos.feed``,
+pyarrow, and pandas, which pyarrow imports on its first ``pa.array``): 0.3-0.8 s. So does a call
+that follows a job whose tasks left input unread (Spark then does not reuse their Python workers).
 
     .venv/bin/python benchmarks/first_batch.py [--rows 60000] [--calls 4]
 """
@@ -43,6 +46,10 @@ def read_calls(args, ctx):
             call += 1
 
 
+def nothing(_row) -> None:
+    """The task of the floor job."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=60_000)
@@ -65,12 +72,16 @@ def main() -> None:
         with tfos.run(sc, read_calls, args, WORKERS, input_mode=InputMode.SPARK) as cluster:
             for call in range(opts.calls):
                 t0 = time.time()
+                sc.parallelize(range(WORKERS), WORKERS).foreach(nothing)
+                floor = time.time() - t0
+                t0 = time.time()
                 report = cluster.train(rdd, 1)
                 took = time.time() - t0
                 firsts = [json.load(open(os.path.join(out, f"{k}-{call}")))["t"] - t0 for k in range(WORKERS)]
                 print(f"call {call}: train() {took:.2f} s; first batch at the nodes "
                       f"{', '.join(f'{f:.2f}' for f in firsts)} s after train(); report "
-                      f"{report['inputs']['input']['first_batch_seconds']} s", flush=True)
+                      f"{report['inputs']['input']['first_batch_seconds']} s; an empty Spark job "
+                      f"{floor:.2f} s", flush=True)
         spark.stop()
     finally:
         standalone.stop()
