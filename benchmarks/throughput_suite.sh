@@ -8,7 +8,7 @@
 #              MultiWorkerMirroredStrategy) and the Criteo model under ParameterServerStrategy
 # Each benchmark's full output goes to OUT_DIR/<name>.log; the verdict lines are printed at the end.
 #
-#   bash benchmarks/throughput_suite.sh [OUT_DIR]      # about 20 minutes on 2 cores
+#   bash benchmarks/throughput_suite.sh [OUT_DIR]      # about 22 minutes on 2 cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -31,7 +31,7 @@ run b $PY benchmarks/feed_throughput.py --sizes 200000 --only b --repeats 2
 run d $PY benchmarks/feed_throughput.py --sizes 200000 --only d --partitions 4 --batch-size 256 --repeats 3
 run e_mnist $PY benchmarks/tf_mode_throughput.py --model mnist --repeats 2
 run e_cifar10 $PY benchmarks/tf_mode_throughput.py --model cifar10 --repeats 2 --steps 30 --epochs 3
-run e_criteo_ps $PY benchmarks/tf_mode_throughput.py --model criteo-ps --repeats 2 --steps 300 --epochs 4
+run e_criteo_ps $PY benchmarks/tf_mode_throughput.py --model criteo-ps --repeats 3 --steps 300 --epochs 4
 
 echo "end $(date -u +%FT%TZ); load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/run.txt"
 echo
