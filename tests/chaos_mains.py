@@ -88,3 +88,16 @@ def note_start(args, ctx):
 
     write_pid(args, ctx)
     write_result(args, ctx, started=time.time(), restart_count=ctx.restart_count)
+
+
+def hold_gil(args, ctx):
+    """worker:0 sleeps ``args['secs']`` in a C call that keeps the GIL (libc ``sleep`` through
+    ``ctypes.PyDLL``), so none of its Python threads, heartbeats included, runs; then both return."""
+    import ctypes
+    import time
+
+    write_pid(args, ctx)
+    if ctx.task_index == 0:
+        mark_once(args, ctx, "gil")
+        ctypes.PyDLL(None).sleep(int(args["secs"]))
+    write_result(args, ctx, finished=time.time())

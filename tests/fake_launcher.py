@@ -3,7 +3,9 @@
 Each fake node is a thread speaking the real control-plane protocol (``ReservationClient``):
 it registers, heartbeats and reports, following a script per (generation, executor id):
 ``"finish"`` (ends after ``run_secs``), ``"raise"`` (reports FAILED with a traceback),
-``"silent"`` (stops heartbeating, as a SIGKILLed TF process does), ``"hang"`` (heartbeats
+``"silent"`` (stops heartbeating, as a SIGKILLed TF process does), ``"holds_gil"`` (for
+``run_secs`` only its supervisor vouches for it, as while its main holds the GIL; then it
+finishes), ``"hang"`` (heartbeats
 until stopped), ``"no_show"`` (never registers), ``"raise_at_start"`` (fails before the others
 registered), ``"vanish_at_start"`` (its process dies while waiting for the others: no report), ``"slow_start"`` (``slow_secs`` between registering and running, no heartbeat),
 ``"container_lost"`` (0.5 s after it runs, its executor is lost: ``lost_executors`` names it with YARN's
@@ -101,6 +103,14 @@ class FakeLauncher:
             if what == "raise":
                 client.report(eid, FAILED, error=f"Traceback (most recent call last):\nValueError: bad input "
                                                   f"on executor {eid}")
+                return
+            if what == "holds_gil":  # its Python threads cannot run: only the supervisor speaks
+                deadline = time.monotonic() + self.run_secs
+                while time.monotonic() < deadline and not cancel.is_set():
+                    client.vouch(eid, 1.5)
+                    cancel.wait(0.1)
+                if not cancel.is_set():
+                    client.report(eid, FINISHED)
                 return
             ends = what in ("finish", "slow_start")
             deadline = time.monotonic() + (self.run_secs if ends else 3600)

@@ -246,6 +246,23 @@ def test_a_node_whose_tf_process_starts_45s_late_is_not_reported_dead(sc, tmp_pa
     assert_no_tf_process_left(out)
 
 
+def test_a_node_whose_main_holds_the_gil_past_the_silence_limit_is_not_reported_dead(sc, tmp_path, start, caplog):
+    out = tmp_path / "out"
+    out.mkdir()
+    with caplog.at_level(logging.INFO, logger="tfos"):
+        cluster = start(sc, chaos_mains.hold_gil, {"out": str(out), "secs": 14}, 2)
+        cluster.node_silence_secs = 5.0  # the hold lasts almost three times as long
+        cluster.shutdown(timeout=300)
+    assert cluster.state == "stopped" and cluster.restart_count == 0
+    got = results(out)
+    held_from = float(next(out.glob("gil-worker-0-gen0")).read_text())
+    assert got["worker-0"]["finished"] - held_from >= 14  # it really held the GIL that long
+    warned = [r.getMessage() for r in caplog.records if "no heartbeat from its TF process" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("worker:0 (executor 0 on ") and "the process is alive" in warned[0]
+    assert "NodeFailure" not in caplog.text
+    assert_no_tf_process_left(out)
+
+
 class _LogSeen(logging.Handler):
     """Sets ``event`` at the first record whose message contains ``needle``."""
 

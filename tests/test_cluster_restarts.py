@@ -67,6 +67,19 @@ def test_a_raising_node_with_a_restart_left_runs_the_next_generation_to_the_end(
     assert launcher.live == set()  # no node of either generation is left running
 
 
+def test_a_node_whose_main_holds_the_gil_is_warned_about_but_not_taken_for_dead(caplog):
+    launcher = FakeLauncher(scripts={(0, 0): "holds_gil"}, run_secs=3.0)
+    cluster = make_cluster(launcher, max_restarts=0, silence=1.0)
+    with caplog.at_level(logging.INFO, logger="tfos.cluster.cluster"):
+        cluster._start()
+        cluster.shutdown(timeout=60)
+    assert cluster.state == ClusterState.STOPPED and cluster.restart_count == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "GIL" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, not every heartbeat interval
+    assert warnings[0].startswith("worker:0 (executor 0 on 127.0.0.1): no heartbeat from its TF process for ")
+    assert "the process is alive (1.5 CPU-seconds so far" in warnings[0]
+
+
 def test_max_restarts_zero_raises_naming_the_silent_node_and_stops_the_others():
     launcher = FakeLauncher(scripts={(0, 0): "silent", (0, 1): "hang"})
     cluster = make_cluster(launcher, max_restarts=0, silence=1.0)

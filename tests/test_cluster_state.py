@@ -9,7 +9,7 @@ import pytest
 
 from tfos.cluster.cluster import NodeFailure, TFCluster
 from tfos.cluster.cluster_state import ClusterState
-from tfos.cluster.failure_detection import detect_failures
+from tfos.cluster.failure_detection import detect_failures, unresponsive
 from tfos.reservation.server import FAILED, REGISTERED, RUNNING, NodeRecord
 
 
@@ -86,6 +86,18 @@ def test_detect_failures_injected_clock():
     assert failures[1].error == "Traceback: boom"
     assert [(n.state, n.error) for n in nodes] == before  # pure
     assert detect_failures(nodes[2:], now=70.0, silence_secs=30.0) == []
+
+
+def test_a_silent_node_whose_supervisor_vouches_for_its_process_is_unresponsive_not_failed():
+    gil = node(0, RUNNING, last_seen=50.0)
+    gil.alive_at, gil.process_cpu = 95.0, 12.0  # its supervisor saw the TF process alive 5 s ago
+    gone = node(1, RUNNING, last_seen=50.0)
+    gone.alive_at = 60.0  # the supervisor went quiet too: the executor or its host is gone
+    nodes = [gil, gone]
+    assert [f.node.name for f in detect_failures(nodes, now=100.0, silence_secs=30.0)] == ["worker:1"]
+    assert [n.name for n in unresponsive(nodes, now=100.0, silence_secs=30.0)] == ["worker:0"]
+    gil.last_seen = 99.0  # its heartbeats came back
+    assert unresponsive(nodes, now=100.0, silence_secs=30.0) == []
 
 
 def test_node_failure_names_every_failed_node():

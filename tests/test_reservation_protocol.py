@@ -148,6 +148,21 @@ def test_heartbeats_carry_feed_counts_checked_and_bounded(server):
     assert server.nodes()[0].feed["input"]["rows_read"] == 40
 
 
+def test_a_supervisor_vouches_for_its_process_apart_from_the_process_s_own_heartbeats(server):
+    client = ReservationClient(server.address, server.secret)
+    client.register(node(0))
+    seen = server.nodes()[0].last_seen
+    assert client.vouch(0, 12.5) is False  # not stopping
+    record = server.nodes()[0]
+    assert record.process_cpu == 12.5 and record.alive_at is not None
+    assert record.last_seen == seen  # the process's own silence still shows
+    for bad in ({"cpu": -1}, {"cpu": "1"}, {"cpu": True}, [1], {"pid": 3}):
+        with pytest.raises(ReservationError, match="'process' must be"):
+            client.request(protocol.HEARTBEAT, {"executor_id": 0, "process": bad})
+    server.request_stop()
+    assert client.vouch(0, 13.0) is True
+
+
 def test_failure_report_and_stop_long_poll(server):
     client = ReservationClient(server.address, server.secret)
     client.register(node(0))

@@ -15,7 +15,7 @@ from typing import Any
 from tfos.cluster import template
 from tfos.cluster.cluster_state import ClusterState
 from tfos.cluster.context import NodeContext
-from tfos.cluster.failure_detection import Failure, detect_failures, is_root_cause
+from tfos.cluster.failure_detection import Failure, detect_failures, is_root_cause, unresponsive
 from tfos.cluster.failure_policy import Decision, FailurePolicy
 from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node import Node
@@ -31,6 +31,7 @@ from tfos.cluster.validation import (
 from tfos.driver_address import driver_address
 from tfos.reservation import protocol
 from tfos.reservation.server import FAILED as NODE_FAILED
+from tfos.reservation.server import RUNNING as NODE_RUNNING
 from tfos.reservation.server import TERMINAL_STATES, NodeRecord, ReservationServer
 
 logger = logging.getLogger(__name__)
@@ -432,9 +433,11 @@ class TFCluster:
         """One generation's failure detection: node reports and silence, then lost executors."""
         version = -1
         interval = self.config.heartbeat_interval
+        stuck: set[int] = set()  # executor ids of the live but silent nodes warned about
         while not stop.is_set():
             version = server.wait_for_change(version, timeout=interval)
             nodes = server.nodes()
+            stuck = self._warn_unresponsive(nodes, stuck)
             failures = detect_failures(nodes, time.monotonic(), self.node_silence_secs)
             if failures:
                 failures = self._gather_failures(server, failures)
@@ -444,6 +447,23 @@ class TFCluster:
             if lost:
                 self._fail(NodeFailure.of(lost), generation)
                 return
+
+    def _warn_unresponsive(self, nodes: list, warned: set[int]) -> set[int]:
+        """Warn once about each node whose TF process lives (its supervisor says) but sends no
+        heartbeat, and say when it answers again; returns the nodes silent now."""
+        now = time.monotonic()
+        silent = {n.executor_id: n for n in unresponsive(nodes, now, self.node_silence_secs)}
+        for eid, node in silent.items():
+            if eid not in warned:
+                logger.warning(
+                    "%s (executor %d on %s): no heartbeat from its TF process for %.0fs, but the process is alive "
+                    "(%.1f CPU-seconds so far, says its supervisor): its main is in a long call that holds the GIL, "
+                    "or the process is stopped. tfos keeps waiting (py-spy dump --pid shows where it is)",
+                    node.name, eid, node.host, now - node.last_seen, node.process_cpu or 0.0)
+        for node in nodes:
+            if node.executor_id in warned and node.executor_id not in silent and node.state == NODE_RUNNING:
+                logger.info("%s (executor %d) sends heartbeats again", node.name, node.executor_id)
+        return set(silent)
 
     def _lost_failures(self, nodes: list) -> list[Failure]:
         """The nodes whose executor Spark lost while they had not finished (YARN's reason included)."""

@@ -34,16 +34,29 @@ def detect_failures(nodes: Iterable[NodeRecord], now: float, silence_secs: float
     moment later and they report errors of their own: the dead node is the cause and leads.
 
     A node failed when it reported ``FAILED`` (its traceback is the error), or when it is
-    ``RUNNING`` and silent for more than ``silence_secs``. Heartbeats start with the TF process,
-    so a node still registering or starting (TF import, GPU wait) is never silent.
+    ``RUNNING`` and silent for more than ``silence_secs`` while its supervisor does not vouch for
+    its TF process either (see :func:`unresponsive`). Heartbeats start with the TF process, so a
+    node still registering or starting (TF import, GPU wait) is never silent.
     """
     failures = []
     for node in nodes:
         if node.state == FAILED:
             failures.append(Failure(node, node.error or ""))
-        elif node.state == RUNNING and now - node.last_seen > silence_secs:
+        elif node.state == RUNNING and now - node.last_seen > silence_secs and not _vouched(node, now, silence_secs):
             failures.append(Failure(node, silence_error(now - node.last_seen)))
     return sorted(failures, key=lambda f: (not is_root_cause(f.error), f.node.last_seen))
+
+
+def _vouched(node: NodeRecord, now: float, silence_secs: float) -> bool:
+    return node.alive_at is not None and now - node.alive_at <= silence_secs
+
+
+def unresponsive(nodes: Iterable[NodeRecord], now: float, silence_secs: float) -> list[NodeRecord]:
+    """``RUNNING`` nodes whose TF process sent no heartbeat for ``silence_secs`` although its
+    supervisor says the process is alive: its Python threads cannot run (a main in a long call that
+    holds the GIL, a process stopped by a debugger). Not failed: worth a warning."""
+    return [n for n in nodes if n.state == RUNNING and now - n.last_seen > silence_secs
+            and _vouched(n, now, silence_secs)]
 
 
 # How a node's own death reads (its process killed, its executor lost, silence), as opposed to an

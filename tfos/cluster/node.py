@@ -25,6 +25,7 @@ from tfos.cluster.input_mode import InputMode
 from tfos.cluster.node_logging import NodeLogAdapter
 from tfos.cluster.payload import PAYLOAD_FILE, NodeConfig, PayloadForProcess
 from tfos.cluster.spawner import SpawnedProcess, SpawnRequest, TFProcessSpawner
+from tfos.cluster.vouching import Voucher
 from tfos.io.hadoop_env import hadoop_env
 from tfos.reservation.client import ReservationClient
 from tfos.reservation.server import FAILED
@@ -232,9 +233,13 @@ class Node:
 
     def _wait_and_report(self, raise_on_failure: bool) -> None:
         assert self.process is not None
+        # the driver hears from us that the process lives even while its own Python threads cannot run
+        voucher = Voucher(self.client, self.executor_id, self.process.pid, self.config.heartbeat_interval,
+                          self.name).start()
         try:
             code = self.process.wait()
         finally:
+            voucher.stop()
             if self.gpu is not None:
                 self.gpu.release()  # the GPUs are free for the next node on this host
         if code == 0:

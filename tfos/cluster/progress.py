@@ -113,6 +113,8 @@ def node_status(node: NodeRecord, now: float | None = None) -> dict[str, Any]:
         "metrics": dict(progress.get("metrics") or {}), "examples": progress.get("examples"),
         "steps_per_sec": progress.get("steps_per_sec"), "examples_per_sec": progress.get("examples_per_sec"),
         "heartbeat_age": round(now - node.last_seen, 1),
+        # since its supervisor last saw the TF process alive (it says so even while the process's GIL is held)
+        "process_alive_age": None if node.alive_at is None else round(now - node.alive_at, 1),
         "progress_age": None if node.progress_at is None else round(now - node.progress_at, 1),
         "feed": {q: dict(c) for q, c in node.feed.items()},
     }

@@ -120,6 +120,12 @@ class ReservationClient:
             body["feed"] = feed
         return self.request(protocol.HEARTBEAT, body)
 
+    def vouch(self, executor_id: int, cpu_seconds: float) -> bool:
+        """From the node's supervisor: its TF process is alive (with its CPU seconds so far), whether or
+        not its own heartbeats get through; returns True once the driver asked the cluster to stop."""
+        body = {"executor_id": executor_id, "process": {"cpu": round(cpu_seconds, 2)}}
+        return bool(self.request(protocol.HEARTBEAT, body).get("stop"))
+
     def log(self, executor_id: int, lines: list[tuple[str, int, str]], dropped: int = 0) -> str:
         """Ship relayed output lines ``(stream, level, text)``; returns the relay level the driver asks for."""
         reply = self.request(protocol.LOG, {"executor_id": executor_id, "lines": [list(x) for x in lines],

@@ -57,6 +57,17 @@ CONNECTIONS_PER_NODE = 8  # a node holds ~6 persistent connections (heartbeat, l
 _STOP_KEY_LABEL = b"tfos reservation stop request v1"
 
 
+def _process_alive(value: Any) -> float | None:
+    """A supervisor heartbeat's ``process`` (``{"cpu": seconds}``: the TF process is alive), checked; its CPU
+    seconds, or None if absent."""
+    if value is None:
+        return None
+    cpu = value.get("cpu") if isinstance(value, dict) else None
+    if not isinstance(cpu, int | float) or isinstance(cpu, bool) or not 0 <= cpu < 1e12:
+        raise ProtocolError("heartbeat 'process' must be {\"cpu\": seconds >= 0}")
+    return float(cpu)
+
+
 def _feed_counts(value: Any) -> dict[str, dict[str, int]] | None:
     """A heartbeat's ``feed`` (per qname: a few non-negative counts), checked and bounded; None if absent."""
     if value is None:
@@ -184,6 +195,10 @@ class NodeRecord:
     stacks: dict[int, str] = field(default_factory=dict)  # stack request id -> the node's answer
     history: ProgressHistory = field(default_factory=ProgressHistory, repr=False)  # bounded PROGRESS points
     feed: dict[str, dict[str, int]] = field(default_factory=dict)  # per qname: rows read/queued (heartbeats)
+    # the node's supervisor on its executor vouching that the TF process is alive, whatever its Python
+    # threads do (a main in a long call that holds the GIL sends no heartbeats): when, and its CPU seconds
+    alive_at: float | None = None
+    process_cpu: float | None = None
 
     @property
     def name(self) -> str:
@@ -716,8 +731,12 @@ class ReservationServer:
 
     def _on_heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
         feed = _feed_counts(body.get("feed"))
+        alive = _process_alive(body.get("process"))
         with self._cond:
             node = self._known_node(body)
+            if alive is not None:  # from the node's supervisor: the process lives, not that its Python answers
+                node.alive_at, node.process_cpu = time.monotonic(), alive
+                return {"stop": self._stop_requested}
             node.last_seen = time.monotonic()
             if feed is not None:
                 node.feed = feed
