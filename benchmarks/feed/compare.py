@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks.feed import data, workloads
 from benchmarks.feed.data import expected_sums, mnist, model
-from benchmarks.feed.figures import best_of, check, phases, summarize
+from benchmarks.feed.figures import best_of, check, phases, round_ratios, summarize
 from benchmarks.feed.harness import (
     MARKER_ENV,
     WORKERS,
@@ -268,7 +268,7 @@ class Bench:
                    scan_runs=[round(n / s) for s in scans], cache_s=round(cache_s, 2),
                    cached_mb={"memory": round(mem / 2**20), "disk": round(disk / 2**20)}, image_column=kind, rss=rss)
         self.log(f"(b) best of {repeats}: tfos {out['rows_per_s']:,} rows/s, Spark scan {out['scan_rows_per_s']:,} "
-                 f"rows/s [{out['check']}]")
+                 f"rows/s [{out['check']}]; tfos / scan {round_ratios(out['runs'], out['scan_runs'])}")
         return out
 
     @staticmethod

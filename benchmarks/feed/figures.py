@@ -27,6 +27,19 @@ def best_of(runs: list[dict]) -> dict:
     return out
 
 
+def round_ratios(ours: list[float], theirs: list[float]) -> str:
+    """Each round's ratio (ours / theirs, measured back to back) and their median: how far the best-of
+    verdict depends on the host's moment (on a shared 2-core host a path's speed swings 20-40% between
+    rounds)."""
+    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True) if b)
+    if not ratios:
+        return "no rounds"
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs, strict=True) if b)
+    return f"per round {per_round}; median {median:.2f}"
+
+
 def phases(report: dict) -> dict:
     """Where a ``train`` call's time went, from its report: each barrier task spilling its shard,
     agreeing the shard sizes with the others, and feeding it; the rest of the call (``map_s``) is

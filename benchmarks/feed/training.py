@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.feed.data import Consumer, make_rows, mnist
-from benchmarks.feed.figures import best_of, check, phases, summarize
+from benchmarks.feed.figures import best_of, check, phases, round_ratios, summarize
 from benchmarks.feed.harness import WORKERS, CpuTimeline, Watchdog, cache_rdd, read_results, timed, wait_ready
 from benchmarks.feed.workloads import main_a
 
@@ -262,7 +262,8 @@ def a_training(bench: Bench, sc: Any, n: int, expected: dict) -> dict:
                     breakdowns=[r["breakdown"] for r in runs["cached"]])
         res["a_cached"] = best
         bench.log(f"(a) cached RDD, best of {opts.repeats}: tfos {best['rows_per_s']:,} rows/s, bound (rows in "
-                  f"memory) {bound:,} rows/s, ratio {best['rows_per_s'] / bound:.2f}")
+                  f"memory) {bound:,} rows/s, ratio {best['rows_per_s'] / bound:.2f}; "
+                  f"{round_ratios(best['runs'], res['a_bound_in_memory']['runs'])}")
     if "computed" in kinds:
         best = best_of(runs["computed"])
         best["breakdowns"] = [r["breakdown"] for r in runs["computed"]]
