@@ -37,10 +37,21 @@ def write_result(args: dict, ctx, **values) -> None:
     os.replace(path + ".tmp", path)
 
 
+def private_mb() -> float:
+    """This process's private dirty memory (what it does not share with the launcher it was forked from)."""
+    with open("/proc/self/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Private_Dirty:")) / 1024
+
+
 def record_context(args, ctx):
+    import gc
+
+    before = private_mb()
+    gc.collect()  # a full collection, as any long main meets: it must not copy the launcher's heap
     write_result(args, ctx, tf_config=json.loads(os.environ["TF_CONFIG"]), num_workers=ctx.num_workers,
                  worker_num=ctx.worker_num, cluster_spec=ctx.cluster_spec, executor_id=ctx.executor_id,
-                 keras=os.environ.get("TF_USE_LEGACY_KERAS"))
+                 keras=os.environ.get("TF_USE_LEGACY_KERAS"), frozen_objects=gc.get_freeze_count(),
+                 collect_private_mb=private_mb() - before)
 
 
 def mwms_fit(args, ctx):
