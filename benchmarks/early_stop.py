@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.spark_standalone import StandaloneCluster, session_on, wait_for_executors  # noqa: E402
+from benchmarks.standalone_app import standalone_app  # noqa: E402
 
 WORKERS = 2
 
@@ -61,11 +61,7 @@ def main() -> None:
     import tfos
     from tfos import InputMode
 
-    standalone = StandaloneCluster(workers=WORKERS).start()
-    try:
-        spark = session_on(standalone, "tfos-early-stop", WORKERS)
-        sc = spark.sparkContext
-        wait_for_executors(sc, WORKERS, 180, standalone.log_dir)
+    with standalone_app("tfos-early-stop", WORKERS) as sc:
         per = opts.rows // opts.partitions
         out = tempfile.mkdtemp(prefix="tfos-early-stop-")
         args = {"out": out, "batches": opts.batches, "calls": opts.rounds}
@@ -96,8 +92,6 @@ def main() -> None:
               f"{opts.partitions} partitions: train() {best['train_s']}s vs count() {best['count_s']}s = "
               f"{best['ratio']} (target < 0.3); partitions started {best['partitions_started']} of "
               f"{opts.partitions}", flush=True)
-    finally:
-        standalone.stop()
 
 
 if __name__ == "__main__":

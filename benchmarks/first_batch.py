@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.spark_standalone import StandaloneCluster, session_on, wait_for_executors  # noqa: E402
+from benchmarks.standalone_app import cached_pixel_rows, standalone_app  # noqa: E402
 
 WORKERS = 2
 
@@ -59,14 +59,8 @@ def main() -> None:
     import tfos
     from tfos import InputMode
 
-    standalone = StandaloneCluster(workers=WORKERS).start()
-    try:
-        spark = session_on(standalone, "tfos-first-batch", WORKERS)
-        sc = spark.sparkContext
-        wait_for_executors(sc, WORKERS, 180, standalone.log_dir)
-        distinct = [([(i + k) % 256 for k in range(784)], i % 10) for i in range(2000)]
-        rdd = sc.parallelize(range(opts.rows), 4).map(lambda i: distinct[i % len(distinct)]).cache()
-        rdd.count()
+    with standalone_app("tfos-first-batch", WORKERS) as sc:
+        rdd = cached_pixel_rows(sc, opts.rows)
         out = tempfile.mkdtemp(prefix="tfos-first-batch-")
         args = {"out": out, "rows_per_call": opts.rows // WORKERS}
         with tfos.run(sc, read_calls, args, WORKERS, input_mode=InputMode.SPARK) as cluster:
@@ -82,9 +76,6 @@ def main() -> None:
                       f"{', '.join(f'{f:.2f}' for f in firsts)} s after train(); report "
                       f"{report['inputs']['input']['first_batch_seconds']} s; an empty Spark job "
                       f"{floor:.2f} s", flush=True)
-        spark.stop()
-    finally:
-        standalone.stop()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.spark_standalone import StandaloneCluster, session_on, wait_for_executors  # noqa: E402
+from benchmarks.standalone_app import cached_pixel_rows, standalone_app  # noqa: E402
 
 WORKERS = 2
 
@@ -74,14 +74,8 @@ def main() -> None:
     import tfos
     from tfos import InputMode
 
-    standalone = StandaloneCluster(workers=WORKERS).start()
-    try:
-        spark = session_on(standalone, "tfos-tf-side-costs", WORKERS)
-        sc = spark.sparkContext
-        wait_for_executors(sc, WORKERS, 180, standalone.log_dir)
-        distinct = [([(i + k) % 256 for k in range(784)], i % 10) for i in range(2000)]
-        rdd = sc.parallelize(range(opts.rows), 4).map(lambda i: distinct[i % len(distinct)]).cache()
-        rdd.count()
+    with standalone_app("tfos-tf-side-costs", WORKERS) as sc:
+        rdd = cached_pixel_rows(sc, opts.rows)
         out = tempfile.mkdtemp(prefix="tfos-tf-side-")
         with tfos.run(sc, timed_consumer, {"out": out, "rows": opts.rows, "root": ROOT}, WORKERS,
                       input_mode=InputMode.SPARK) as cluster:
@@ -93,9 +87,6 @@ def main() -> None:
             print(f"worker:{k}: {d['rows']:,} rows; CPU us/row: next_batch {d['next_batch']:.2f}, consumer "
                   f"{d['consume']:.2f}, main thread {d['main_thread']:.2f}, whole process {d['process']:.2f}; "
                   f"garbage collector {d['gc']:.2f} ({d['gc_runs']} runs)")
-        spark.stop()
-    finally:
-        standalone.stop()
 
 
 if __name__ == "__main__":

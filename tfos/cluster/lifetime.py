@@ -41,10 +41,16 @@ def _read_proc(pid: int, name: str) -> bytes:
         return b""
 
 
-def _parent_of(pid: int) -> int:
+def stat_fields(pid: int) -> list[bytes]:
+    """The fields of ``/proc/<pid>/stat`` after the command name, from ``state`` on (``[1]`` is the
+    parent, ``[11]``/``[12]`` user/system CPU ticks, ``[19]`` the start time); empty if unreadable."""
     stat = _read_proc(pid, "stat")
     # "pid (comm) state ppid ..."; comm may hold spaces and parentheses: split after the last ')'
-    fields = stat[stat.rfind(b")") + 2:].split()
+    return stat[stat.rfind(b")") + 2:].split() if stat else []
+
+
+def _parent_of(pid: int) -> int:
+    fields = stat_fields(pid)
     return int(fields[1]) if len(fields) > 1 else 0
 
 

@@ -61,12 +61,8 @@ def socket_path(owner: int) -> str:
 
 def _start_time(pid: int) -> str:
     """The start time of ``pid`` in clock ticks: a recycled pid gets another key."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rfind(b")") + 2:].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
+    fields = lifetime.stat_fields(pid)
+    return fields[19].decode() if len(fields) > 19 else ""
 
 
 class LaunchedProcess:

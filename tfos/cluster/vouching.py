@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 
+from tfos.cluster import lifetime
 from tfos.reservation.client import ReservationClient
 
 logger = logging.getLogger(__name__)
@@ -23,18 +24,10 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` (``/proc``), or None when it is gone or unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    fields = lifetime.stat_fields(pid)
+    if len(fields) < 13 or fields[0] == b"Z":  # gone, or exited and not yet reaped
         return None
-    fields = stat[stat.rfind(b")") + 2:].split()  # after the command name, which may hold spaces
-    try:
-        if fields[0] == b"Z":  # exited, not yet reaped
-            return None
-        return (int(fields[11]) + int(fields[12])) / _TICKS
-    except (IndexError, ValueError):
-        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 class Voucher:
